@@ -1,0 +1,1 @@
+"""The HTTP ingress: turns requests into calls on the shared domain layer and back."""

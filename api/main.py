@@ -1,0 +1,57 @@
+"""The ASGI application: `uvicorn api.main:app`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import AppState
+from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from api.problems import install_problem_handlers
+from api.routes import health, orders, products
+from shared.auth import Authenticator
+from shared.catalogue import ProductCache
+from shared.db import create_pool
+from shared.logging import configure_logging
+from shared.redis import create_redis
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        pool = await create_pool(settings, application_name="orders-api")
+        redis = create_redis(settings)
+        app.state.orders = AppState(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            cache=ProductCache(redis, settings.catalogue_cache_ttl_s),
+            authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="Orders API",
+        version="1.0.0",
+        summary="Place orders; stock is reserved and confirmations are emailed asynchronously.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(orders.router)
+    app.include_router(products.router)
+    app.include_router(health.router)
+    # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, slow_request_s=settings.slow_request_s)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,59 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from api.deps import ClientDep, RequestIdDep, StateDep
+from api.problems import COMMON_PROBLEMS, CONFLICT, NOT_FOUND
+from shared import orders
+from shared.models import OrderStatus
+from shared.schemas import MAX_ID, OrderCreate, OrderPage, OrderPublic
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_PROBLEMS)
+
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id")]
+
+
+@router.post("", status_code=201, response_description="The order, accepted as pending")
+async def create_order(
+    body: OrderCreate,
+    state: StateDep,
+    client: ClientDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> OrderPublic:
+    """Place an order. Prices come from the catalogue; stock is reserved asynchronously.
+
+    The order is stored with its inventory job in one transaction, so an accepted order is never
+    lost, even while the queue is unreachable.
+    """
+    order = await orders.place_order(state.pool, state.settings, client, body, request_id)
+    response.headers["Location"] = f"/v1/orders/{order.id}"
+    return order
+
+
+@router.get("", responses=NOT_FOUND)
+async def list_orders(
+    state: StateDep,
+    client: ClientDep,
+    status: Annotated[OrderStatus | None, Query(description="Only orders in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="`next_cursor` of the previous page")
+    ] = None,
+) -> OrderPage:
+    """Your orders, newest first, a page at a time."""
+    return await orders.list_orders(
+        state.pool, state.settings, client, status=status, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{order_id}", responses=NOT_FOUND)
+async def get_order(order_id: OrderId, state: StateDep, client: ClientDep) -> OrderPublic:
+    """One of your orders, with the time of each state change."""
+    return await orders.get_order(state.pool, state.settings, client, order_id)
+
+
+@router.post("/{order_id}/cancel", responses={**NOT_FOUND, **CONFLICT})
+async def cancel_order(order_id: OrderId, state: StateDep, client: ClientDep) -> OrderPublic:
+    """Cancel a pending or confirmed order; reserved stock goes back to the catalogue."""
+    return await orders.cancel_order(state.pool, state.settings, state.cache, client, order_id)

@@ -1,0 +1,1 @@
+"""`ordersctl`: the operator's command line."""

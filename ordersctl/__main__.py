@@ -1,0 +1,3 @@
+from ordersctl.main import app
+
+app(prog_name="ordersctl")

@@ -1,0 +1,1 @@
+"""The domain layer shared by the API, the worker and the admin CLI."""

@@ -1,0 +1,66 @@
+"""The asyncpg pool: created once per process, sized and timed out from settings."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.errors import ServiceUnavailable
+from shared.settings import Settings
+
+# Errors that mean "Postgres cannot be reached right now", as opposed to a bad query.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionFailureError,
+)
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn=settings.database_url.get_secret_value(),
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,
+        timeout=settings.db_connect_timeout_s,
+        command_timeout=settings.db_command_timeout_s,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 2),
+        },
+        init=_init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, or ServiceUnavailable when none frees up in time or Postgres is down.
+
+    Waiting without bound for a connection during a spike only moves the queue into memory;
+    answering 503 with Retry-After lets clients and load balancers back off instead.
+    """
+    try:
+        conn = await pool.acquire(timeout=timeout_s)
+    except UNAVAILABLE_ERRORS as exc:
+        raise ServiceUnavailable("The database is busy or unreachable; retry shortly.") from exc
+    try:
+        yield conn
+    except UNAVAILABLE_ERRORS as exc:
+        raise ServiceUnavailable("The database connection was lost; retry shortly.") from exc
+    finally:
+        await pool.release(conn)

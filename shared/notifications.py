@@ -1,0 +1,31 @@
+"""The confirmation email: sent once per confirmed order, and recorded when sent."""
+
+import asyncpg
+
+from shared.db import connection
+from shared.errors import PermanentJobError
+from shared.mail import Mailer, confirmation_message
+from shared.models import OrderStatus
+from shared.repositories import orders as orders_repo
+from shared.settings import Settings
+
+
+async def send_order_confirmation(
+    pool: asyncpg.Pool, settings: Settings, mailer: Mailer, order_id: int
+) -> bool:
+    """Sends the confirmation unless it was sent already or the order is no longer confirmed.
+
+    Returns whether an email went out. If the process dies after the SMTP server accepted the
+    message and before the record below, the job runs again and the email is sent twice; the
+    stable Message-ID lets mail systems recognise the copy.
+    """
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        order = await orders_repo.get(conn, order_id)
+    if order is None:
+        raise PermanentJobError(f"order {order_id} does not exist")
+    if order.status is not OrderStatus.CONFIRMED or order.confirmation_sent_at is not None:
+        return False
+    await mailer.send(confirmation_message(order, settings))
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        await orders_repo.mark_confirmation_sent(conn, order_id)
+    return True

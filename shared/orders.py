@@ -1,0 +1,147 @@
+"""Placing, reading, listing and cancelling orders: the one place that says how orders work."""
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from shared.auth import Client
+from shared.catalogue import ProductCache
+from shared.db import connection
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.models import OrderStatus
+from shared.pagination import decode_cursor, encode_cursor
+from shared.repositories import orders as orders_repo
+from shared.repositories import products as products_repo
+from shared.repositories.orders import PricedLine
+from shared.schemas import OrderCreate, OrderLinePublic, OrderPage, OrderPublic
+from shared.settings import Settings
+
+CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
+
+
+def _price_lines(
+    order: OrderCreate, prices: dict[int, tuple[int, str]]
+) -> tuple[list[PricedLine], str]:
+    unknown = [
+        {"loc": ["body", "items", index, "product_id"], "msg": "unknown product", "type": "unknown"}
+        for index, line in enumerate(order.items)
+        if line.product_id not in prices
+    ]
+    if unknown:
+        raise InvalidRequest("The order names products that do not exist.", errors=unknown)
+    currencies = sorted({prices[line.product_id][1] for line in order.items})
+    if len(currencies) > 1:
+        raise InvalidRequest(
+            f"An order is paid in one currency; these products are priced in {currencies}."
+        )
+    lines = [
+        PricedLine(line.product_id, line.quantity, prices[line.product_id][0])
+        for line in order.items
+    ]
+    return lines, currencies[0]
+
+
+async def place_order(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    client: Client,
+    order: OrderCreate,
+    request_id: str | None,
+) -> OrderPublic:
+    """Prices the order from the catalogue and stores it with its inventory job, atomically."""
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        prices = await products_repo.prices(conn, [line.product_id for line in order.items])
+        lines, currency = _price_lines(order, prices)
+        total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
+        order_id, created_at = await orders_repo.insert_with_reservation_job(
+            conn,
+            client_id=client.id,
+            customer=order.customer,
+            lines=lines,
+            total_cents=total_cents,
+            currency=currency,
+            request_id=request_id,
+        )
+    return OrderPublic(
+        id=order_id,
+        status=OrderStatus.PENDING,
+        customer=order.customer,
+        items=[
+            OrderLinePublic(
+                product_id=line.product_id,
+                quantity=line.quantity,
+                unit_price_cents=line.unit_price_cents,
+            )
+            for line in lines
+        ],
+        total_cents=total_cents,
+        currency=currency,
+        created_at=created_at,
+        confirmed_at=None,
+        rejected_at=None,
+        cancelled_at=None,
+        rejection_reason=None,
+        confirmation_sent_at=None,
+    )
+
+
+async def get_order(
+    pool: asyncpg.Pool, settings: Settings, client: Client, order_id: int
+) -> OrderPublic:
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        order = await orders_repo.get_for_client(conn, order_id, client.id)
+    if order is None:
+        raise NotFound(f"There is no order {order_id}.")
+    return order
+
+
+async def list_orders(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    client: Client,
+    *,
+    status: OrderStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> OrderPage:
+    before_id = None if cursor is None else decode_cursor(cursor)
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        # One row more than asked tells whether there is a next page without a count query.
+        orders = await orders_repo.list_for_client(
+            conn, client.id, status=status, before_id=before_id, limit=limit + 1
+        )
+    page = orders[:limit]
+    next_cursor = encode_cursor(page[-1].id) if len(orders) > limit else None
+    return OrderPage(data=page, next_cursor=next_cursor)
+
+
+async def cancel_order(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    cache: ProductCache,
+    client: Client,
+    order_id: int,
+) -> OrderPublic:
+    """Cancels a pending or confirmed order, returning reserved stock to the catalogue."""
+    released: Sequence[int] = ()
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        async with conn.transaction():
+            order = await orders_repo.lock(conn, order_id, client_id=client.id)
+            if order is None:
+                raise NotFound(f"There is no order {order_id}.")
+            if order.status not in CANCELLABLE:
+                raise Conflict(
+                    f"Order {order_id} is {order.status}; only pending or confirmed orders"
+                    " can be cancelled.",
+                    order_status=order.status.value,
+                )
+            if order.status is OrderStatus.CONFIRMED:
+                await products_repo.lock_stock(conn, order.product_ids)
+                await products_repo.add_stock(conn, order.product_ids, order.quantities)
+                released = order.product_ids
+            await orders_repo.mark_cancelled(conn, order_id)
+        cancelled = await orders_repo.get(conn, order_id)
+    if released:
+        await cache.invalidate_products(released)
+    assert cancelled is not None
+    return cancelled

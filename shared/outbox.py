@@ -1,0 +1,117 @@
+"""The outbox relay: hands jobs that committed transactions recorded over to ARQ.
+
+Writers insert outbox rows in the same transaction as the change that needs them and NOTIFY the
+`outbox` channel. The relay wakes on that notification (promptly after the commit), and also on a
+timer (the sweep) so that anything missed while Redis or the listener was down is delivered
+without anyone acting. Delivery is at least once; job ids derived from the order make ARQ drop a
+second copy, and the jobs themselves do nothing if their work is done.
+"""
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+from arq.connections import ArqRedis
+
+from shared.db import UNAVAILABLE_ERRORS, connection
+from shared.redis import REDIS_UNAVAILABLE_ERRORS
+from shared.repositories import outbox as outbox_repo
+from shared.repositories.outbox import PendingJob
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+_MAX_BACKOFF_S = 5.0
+
+
+class OutboxRelay:
+    def __init__(self, pool: asyncpg.Pool, queue: ArqRedis, settings: Settings) -> None:
+        self._pool = pool
+        self._queue = queue
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self.delivered_total = 0
+
+    async def _enqueue(self, job: PendingJob) -> None:
+        kwargs: dict[str, Any] = {}
+        if job.request_id is not None:
+            kwargs["request_id"] = job.request_id
+        await self._queue.enqueue_job(
+            job.function,
+            *job.args,
+            _job_id=job.job_id,
+            _queue_name=self._settings.queue_name,
+            **kwargs,
+        )
+
+    async def deliver_pending(self) -> int:
+        """Delivers every pending job, batch by batch; returns how many were delivered."""
+        delivered = 0
+        while True:
+            async with connection(self._pool, self._settings.db_pool_acquire_timeout_s) as conn:
+                batch: list[PendingJob] = []
+                try:
+                    async with conn.transaction():
+                        batch = await outbox_repo.claim_pending(
+                            conn, self._settings.outbox_batch_size
+                        )
+                        if not batch:
+                            return delivered
+                        await asyncio.gather(*(self._enqueue(job) for job in batch))
+                        await outbox_repo.mark_delivered(conn, [job.id for job in batch])
+                except REDIS_UNAVAILABLE_ERRORS as exc:
+                    # The rows stay pending; note the attempt for operators and give up for now.
+                    await outbox_repo.record_failed_delivery(
+                        conn, [job.id for job in batch], repr(exc)
+                    )
+                    raise
+            delivered += len(batch)
+            self.delivered_total += len(batch)
+            if len(batch) < self._settings.outbox_batch_size:
+                return delivered
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Delivers until cancelled: on every NOTIFY, and every sweep interval regardless."""
+        listener: asyncpg.Connection | None = None
+        backoff_s = 0.0
+        try:
+            while True:
+                if listener is None or listener.is_closed():
+                    listener = await self._listen()
+                self._wake.clear()
+                try:
+                    count = await self.deliver_pending()
+                    if count:
+                        log.info("outbox_delivered", jobs=count)
+                    backoff_s = 0.0
+                except Exception as exc:  # the relay must outlive any single failure
+                    backoff_s = min(_MAX_BACKOFF_S, max(0.1, backoff_s * 2))
+                    log.warning("outbox_delivery_failed", error=repr(exc), retry_in_s=backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self._settings.outbox_sweep_interval_s
+                    )
+        finally:
+            if listener is not None and not listener.is_closed():
+                await listener.close(timeout=2)
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        """A dedicated connection LISTENing for commits; None (sweeps only) if Postgres is down."""
+        try:
+            listener = await asyncpg.connect(
+                self._settings.database_url.get_secret_value(),
+                timeout=self._settings.db_connect_timeout_s,
+            )
+            await listener.add_listener(NOTIFY_CHANNEL, self.wake)
+        except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("outbox_listen_failed", error=repr(exc))
+            return None
+        return listener

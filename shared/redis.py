@@ -1,0 +1,21 @@
+"""Redis clients with explicit timeouts: a stalled Redis must never stall a request."""
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.settings import Settings
+
+# Errors that mean "Redis cannot help right now"; callers degrade instead of failing.
+REDIS_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+
+
+def create_redis(settings: Settings) -> "Redis":
+    client: Redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+        # A down Redis should cost one fast failure, not a loop of reconnects inside the request.
+        retry_on_timeout=False,
+    )
+    return client

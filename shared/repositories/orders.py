@@ -1,0 +1,208 @@
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from shared.jobs import JobName, job_id_prefix
+from shared.models import OrderStatus
+from shared.schemas import Customer, OrderLinePublic, OrderPublic
+
+_SELECT_ORDERS = """
+SELECT o.id, o.status, o.customer_email, o.customer_name, o.total_cents, o.currency,
+       o.created_at, o.confirmed_at, o.rejected_at, o.cancelled_at, o.rejection_reason,
+       o.confirmation_sent_at, lines.product_ids, lines.quantities, lines.unit_prices
+FROM orders AS o
+CROSS JOIN LATERAL (
+    SELECT array_agg(l.product_id ORDER BY l.position) AS product_ids,
+           array_agg(l.quantity ORDER BY l.position) AS quantities,
+           array_agg(l.unit_price_cents ORDER BY l.position) AS unit_prices
+    FROM order_lines AS l WHERE l.order_id = o.id
+) AS lines
+"""
+
+# One statement, so one atomic commit and one round trip: the order, its lines, the outbox row
+# for the inventory job, and a NOTIFY that wakes the outbox relay once the commit is visible.
+_INSERT_ORDER = """
+WITH new_order AS (
+    INSERT INTO orders (client_id, customer_email, customer_name, total_cents, currency, request_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id, created_at
+), new_lines AS (
+    INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price_cents)
+    SELECT new_order.id, line.position, line.product_id, line.quantity, line.unit_price_cents
+    FROM new_order, unnest($7::bigint[], $8::int[], $9::bigint[])
+         WITH ORDINALITY AS line(product_id, quantity, unit_price_cents, position)
+), new_job AS (
+    INSERT INTO outbox (job_id, function, args, order_id, request_id)
+    SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
+    FROM new_order
+)
+SELECT new_order.id, new_order.created_at, pg_notify('outbox', '') FROM new_order
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PricedLine:
+    product_id: int
+    quantity: int
+    unit_price_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockedOrder:
+    id: int
+    status: OrderStatus
+    product_ids: list[int]
+    quantities: list[int]
+
+
+def _to_public(row: asyncpg.Record) -> OrderPublic:
+    return OrderPublic(
+        id=row["id"],
+        status=row["status"],
+        customer=Customer.model_construct(email=row["customer_email"], name=row["customer_name"]),
+        items=[
+            OrderLinePublic(product_id=p, quantity=q, unit_price_cents=u)
+            for p, q, u in zip(
+                row["product_ids"], row["quantities"], row["unit_prices"], strict=True
+            )
+        ],
+        total_cents=row["total_cents"],
+        currency=row["currency"],
+        created_at=row["created_at"],
+        confirmed_at=row["confirmed_at"],
+        rejected_at=row["rejected_at"],
+        cancelled_at=row["cancelled_at"],
+        rejection_reason=row["rejection_reason"],
+        confirmation_sent_at=row["confirmation_sent_at"],
+    )
+
+
+async def insert_with_reservation_job(
+    conn: asyncpg.Connection,
+    *,
+    client_id: int,
+    customer: Customer,
+    lines: Sequence[PricedLine],
+    total_cents: int,
+    currency: str,
+    request_id: str | None,
+) -> tuple[int, datetime]:
+    row = await conn.fetchrow(
+        _INSERT_ORDER,
+        client_id,
+        customer.email,
+        customer.name,
+        total_cents,
+        currency,
+        request_id,
+        [line.product_id for line in lines],
+        [line.quantity for line in lines],
+        [line.unit_price_cents for line in lines],
+        job_id_prefix(JobName.RESERVE_INVENTORY),
+        JobName.RESERVE_INVENTORY.value,
+    )
+    assert row is not None
+    return row["id"], row["created_at"]
+
+
+async def get(conn: asyncpg.Connection, order_id: int) -> OrderPublic | None:
+    row = await conn.fetchrow(_SELECT_ORDERS + "WHERE o.id = $1", order_id)
+    return None if row is None else _to_public(row)
+
+
+async def get_for_client(
+    conn: asyncpg.Connection, order_id: int, client_id: int
+) -> OrderPublic | None:
+    row = await conn.fetchrow(
+        _SELECT_ORDERS + "WHERE o.id = $1 AND o.client_id = $2", order_id, client_id
+    )
+    return None if row is None else _to_public(row)
+
+
+async def list_for_client(
+    conn: asyncpg.Connection,
+    client_id: int,
+    *,
+    status: OrderStatus | None,
+    before_id: int | None,
+    limit: int,
+) -> list[OrderPublic]:
+    """Newest first. Each filter adds a fixed fragment, so every variant keeps a plan that uses
+    the (client_id, id) or (client_id, status, id) index."""
+    conditions = ["o.client_id = $1"]
+    args: list[object] = [client_id]
+    if status is not None:
+        args.append(status.value)
+        conditions.append(f"o.status = ${len(args)}")
+    if before_id is not None:
+        args.append(before_id)
+        conditions.append(f"o.id < ${len(args)}")
+    args.append(limit)
+    rows = await conn.fetch(
+        _SELECT_ORDERS
+        + "WHERE "
+        + " AND ".join(conditions)
+        + f" ORDER BY o.id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [_to_public(row) for row in rows]
+
+
+async def lock(
+    conn: asyncpg.Connection, order_id: int, client_id: int | None = None
+) -> LockedOrder | None:
+    """The order's state and lines, with the order row locked until the transaction ends."""
+    if client_id is None:
+        row = await conn.fetchrow(
+            "SELECT id, status FROM orders WHERE id = $1 FOR UPDATE", order_id
+        )
+    else:
+        row = await conn.fetchrow(
+            "SELECT id, status FROM orders WHERE id = $1 AND client_id = $2 FOR UPDATE",
+            order_id,
+            client_id,
+        )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT product_id, quantity FROM order_lines WHERE order_id = $1 ORDER BY product_id",
+        order_id,
+    )
+    return LockedOrder(
+        id=row["id"],
+        status=OrderStatus(row["status"]),
+        product_ids=[line["product_id"] for line in lines],
+        quantities=[line["quantity"] for line in lines],
+    )
+
+
+async def mark_confirmed(conn: asyncpg.Connection, order_id: int) -> None:
+    await conn.execute(
+        "UPDATE orders SET status = 'confirmed', confirmed_at = now() WHERE id = $1", order_id
+    )
+
+
+async def mark_rejected(conn: asyncpg.Connection, order_id: int, reason: str) -> None:
+    await conn.execute(
+        "UPDATE orders SET status = 'rejected', rejected_at = now(), rejection_reason = $2"
+        " WHERE id = $1",
+        order_id,
+        reason,
+    )
+
+
+async def mark_cancelled(conn: asyncpg.Connection, order_id: int) -> None:
+    await conn.execute(
+        "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE id = $1", order_id
+    )
+
+
+async def mark_confirmation_sent(conn: asyncpg.Connection, order_id: int) -> bool:
+    status = await conn.execute(
+        "UPDATE orders SET confirmation_sent_at = now()"
+        " WHERE id = $1 AND confirmation_sent_at IS NULL",
+        order_id,
+    )
+    return bool(status == "UPDATE 1")

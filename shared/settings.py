@@ -1,0 +1,85 @@
+"""Typed configuration, read once from the environment (see README, "Configuration")."""
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://orders:orders@127.0.0.1:5432/orders")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    mail_from: str = "Orders <orders@example.com>"
+    # The right-hand side of every Message-ID this service writes.
+    message_id_domain: str = "orders.example.com"
+
+    db_pool_min_size: int = Field(default=2, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    # How long a request waits for a pooled connection before it is answered 503.
+    db_pool_acquire_timeout_s: float = Field(default=2.0, gt=0)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_command_timeout_s: float = Field(default=10.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=5_000, gt=0)
+    db_max_inactive_connection_lifetime_s: float = Field(default=300.0, ge=0)
+
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+
+    catalogue_cache_ttl_s: int = Field(default=60, gt=0)
+    # API keys are looked up in Postgres at most this often per process; also the revocation delay.
+    auth_cache_ttl_s: float = Field(default=10.0, ge=0)
+
+    slow_request_s: float = Field(default=0.5, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+
+    queue_name: str = "orders:queue"
+    outbox_batch_size: int = Field(default=200, ge=1)
+    outbox_sweep_interval_s: float = Field(default=2.0, gt=0)
+    # Short on purpose: ARQ holds a job's in-progress lock for the longest timeout plus 10 s,
+    # which is how long a job of a killed worker waits before it runs again.
+    job_timeout_s: int = Field(default=10, ge=1)
+    job_max_tries: int = Field(default=8, ge=1)
+    worker_max_jobs: int = Field(default=20, ge=1)
+    worker_shutdown_grace_s: int = Field(default=20, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        PostgresDsn(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        RedisDsn(value.get_secret_value())
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError("SMTP_URL must look like smtp://host:port")
+        return value
+
+    @property
+    def smtp_host(self) -> str:
+        return urlsplit(self.smtp_url).hostname or "127.0.0.1"
+
+    @property
+    def smtp_port(self) -> int:
+        parts = urlsplit(self.smtp_url)
+        return parts.port or (465 if parts.scheme == "smtps" else 25)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,5 @@
+"""The ARQ worker: `arq worker.Settings`."""
+
+from worker.settings import Settings
+
+__all__ = ["Settings"]
