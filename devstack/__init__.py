@@ -1,0 +1,1 @@
+"""Throwaway local services (Postgres, Redis, an SMTP sink) for `make run` and the tests."""
