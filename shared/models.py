@@ -142,3 +142,30 @@ class OutboxEntry(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivery_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadJob(Base):
+    """A job that will not be retried again: tries exhausted, or failed permanently.
+
+    ARQ keeps no record of failed jobs beyond `keep_result`; this ledger keeps every one until an
+    operator re-drives it, so nothing fails silently.
+    """
+
+    __tablename__ = "dead_jobs"
+    __table_args__ = (
+        Index("ix_dead_jobs_pending", "id", postgresql_where=text("redriven_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(200), index=True)
+    function: Mapped[str] = mapped_column(String(100))
+    args: Mapped[list[object]] = mapped_column(JSONB)
+    kwargs: Mapped[dict[str, object]] = mapped_column(JSONB)
+    order_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    error: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    tries: Mapped[int] = mapped_column(Integer)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    redriven_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    redriven_job_id: Mapped[str | None] = mapped_column(String(200))

@@ -13,6 +13,7 @@ from shared.logging import configure_logging
 from shared.mail import Mailer
 from shared.outbox import OutboxRelay
 from shared.redis import create_redis
+from shared.settings import Settings as AppSettings
 from shared.settings import get_settings
 from worker.context import WorkerContext
 from worker.tasks import reserve_inventory, send_confirmation
@@ -22,21 +23,26 @@ log = structlog.get_logger(__name__)
 _settings = get_settings()
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    settings = get_settings()
-    configure_logging(settings)
+async def create_worker_context(settings: AppSettings) -> WorkerContext:
     pool = await create_pool(settings, application_name="orders-worker")
     redis = create_redis(settings)
-    ctx["settings"] = settings
-    ctx["worker"] = WorkerContext(
+    return WorkerContext(
         settings=settings,
         pool=pool,
         redis=redis,
         cache=ProductCache(redis, settings.catalogue_cache_ttl_s),
         mailer=Mailer(settings),
     )
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    worker = await create_worker_context(settings)
+    ctx["settings"] = settings
+    ctx["worker"] = worker
     queue: ArqRedis = ctx["redis"]
-    relay = OutboxRelay(pool, queue, settings)
+    relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
     log.info("worker_started", queue=settings.queue_name)
@@ -64,13 +70,14 @@ class Settings:
             # arq's own limit is a backstop; the job bounds itself a little earlier so that a
             # slow dependency is retried rather than failed.
             timeout=_settings.job_timeout_s + 2,
-            max_tries=_settings.job_max_tries,
+            # One more than the job allows itself: see worker.tasks.job.
+            max_tries=_settings.job_max_tries + 1,
         ),
         func(
             send_confirmation,
             name=JobName.SEND_CONFIRMATION.value,
             timeout=_settings.job_timeout_s + 2,
-            max_tries=_settings.job_max_tries,
+            max_tries=_settings.job_max_tries + 1,
         ),
     ]
     queue_name = _settings.queue_name
@@ -79,7 +86,7 @@ class Settings:
     on_shutdown = shutdown
     max_jobs = _settings.worker_max_jobs
     job_timeout = _settings.job_timeout_s + 2
-    max_tries = _settings.job_max_tries
+    max_tries = _settings.job_max_tries + 1
     # Results double as the deduplication window for jobs the outbox hands over twice.
     keep_result = 24 * 3600
     # How often an idle worker asks Redis for due jobs: the floor of a job's start latency.

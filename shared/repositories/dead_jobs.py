@@ -1,0 +1,96 @@
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+_COLUMNS = (
+    "id, job_id, function, args, kwargs, order_id, error, traceback, tries, enqueued_at,"
+    " failed_at, redriven_at, redriven_job_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadJob:
+    id: int
+    job_id: str
+    function: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    order_id: int | None
+    error: str
+    traceback: str | None
+    tries: int
+    enqueued_at: datetime | None
+    failed_at: datetime
+    redriven_at: datetime | None
+    redriven_job_id: str | None
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    job_id: str,
+    function: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    order_id: int | None,
+    error: str,
+    traceback: str | None,
+    tries: int,
+    enqueued_at: datetime | None,
+) -> int:
+    dead_id: int = await conn.fetchval(
+        "INSERT INTO dead_jobs (job_id, function, args, kwargs, order_id, error, traceback,"
+        " tries, enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        job_id,
+        function,
+        args,
+        kwargs,
+        order_id,
+        error,
+        traceback,
+        tries,
+        enqueued_at,
+    )
+    return dead_id
+
+
+async def get(conn: asyncpg.Connection, dead_id: int, *, lock: bool = False) -> DeadJob | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM dead_jobs WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        dead_id,
+    )
+    return None if row is None else DeadJob(**row)
+
+
+async def list_recent(
+    conn: asyncpg.Connection,
+    *,
+    function: str | None = None,
+    only_pending: bool = False,
+    limit: int = 100,
+) -> list[DeadJob]:
+    """Newest first; `only_pending` leaves out the ones already re-driven."""
+    conditions = ["true"]
+    args: list[object] = []
+    if function is not None:
+        args.append(function)
+        conditions.append(f"function = ${len(args)}")
+    if only_pending:
+        conditions.append("redriven_at IS NULL")
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM dead_jobs WHERE {' AND '.join(conditions)}"
+        f" ORDER BY id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [DeadJob(**row) for row in rows]
+
+
+async def mark_redriven(conn: asyncpg.Connection, dead_id: int, new_job_id: str) -> None:
+    await conn.execute(
+        "UPDATE dead_jobs SET redriven_at = now(), redriven_job_id = $2 WHERE id = $1",
+        dead_id,
+        new_job_id,
+    )

@@ -1,0 +1,172 @@
+"""Fixtures for the application on real services: the app, an HTTP client, keys, the worker."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from arq import Worker
+from arq.connections import ArqRedis, RedisSettings
+from arq.connections import create_pool as create_arq_pool
+from fastapi import FastAPI
+
+from api.main import create_app
+from shared.clients import create_client
+from shared.outbox import OutboxRelay
+from shared.repositories import products as products_repo
+from shared.schemas import ProductCreate, ProductPublic
+from shared.settings import Settings, get_settings
+from worker.context import WorkerContext
+from worker.settings import Settings as WorkerSettings
+from worker.settings import create_worker_context
+
+
+@pytest.fixture(scope="session")
+def settings(pg_service: Any, redis_service: Any, mail_sink: Any) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of the test's own, for arranging and for asserting what was written."""
+    pool = await asyncpg.create_pool(
+        settings.database_url.get_secret_value(), min_size=1, max_size=4
+    )
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+async def _key(db: asyncpg.Pool, name: str, *, is_admin: bool) -> str:
+    async with db.acquire() as conn:
+        return (await create_client(conn, name, is_admin=is_admin)).api_key
+
+
+@pytest.fixture
+async def client_key(db: asyncpg.Pool) -> str:
+    return await _key(db, "shop", is_admin=False)
+
+
+@pytest.fixture
+async def other_client_key(db: asyncpg.Pool) -> str:
+    return await _key(db, "other-shop", is_admin=False)
+
+
+@pytest.fixture
+async def admin_key(db: asyncpg.Pool) -> str:
+    return await _key(db, "admin", is_admin=True)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def make_product(db: asyncpg.Pool) -> Callable[..., Coroutine[Any, Any, ProductPublic]]:
+    counter = 0
+
+    async def make(
+        *, price_cents: int = 1_000, stock: int = 10, currency: str = "EUR", name: str = ""
+    ) -> ProductPublic:
+        nonlocal counter
+        counter += 1
+        product = ProductCreate(
+            sku=f"SKU-{counter}",
+            name=name or f"Product {counter}",
+            price_cents=price_cents,
+            currency=currency,
+            stock=stock,
+        )
+        async with db.acquire() as conn:
+            created = await products_repo.insert(conn, product)
+        assert created is not None
+        return created
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def worker_context(settings: Settings) -> AsyncIterator[WorkerContext]:
+    context = await create_worker_context(settings)
+    yield context
+    await context.redis.aclose()
+    await context.pool.close()
+
+
+@pytest.fixture
+async def arq_redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    pool = await create_arq_pool(
+        RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        default_queue_name=settings.queue_name,
+    )
+    yield pool
+    await pool.aclose()
+
+
+class JobRunner:
+    """Runs the pipeline the way production does, to completion: outbox relay, then ARQ jobs."""
+
+    def __init__(self, settings: Settings, context: WorkerContext, queue: ArqRedis) -> None:
+        self.settings = settings
+        self.context = context
+        self.relay = OutboxRelay(context.pool, queue, settings)
+
+    def worker(self, **overrides: Any) -> Worker:
+        options: dict[str, Any] = {
+            "functions": WorkerSettings.functions,
+            "queue_name": self.settings.queue_name,
+            "redis_settings": RedisSettings.from_dsn(self.settings.redis_url.get_secret_value()),
+            "burst": True,
+            "poll_delay": 0,
+            "handle_signals": False,
+            "max_jobs": self.settings.worker_max_jobs,
+            "ctx": {"settings": self.settings, "worker": self.context},
+            "keep_result": WorkerSettings.keep_result,
+        }
+        options.update(overrides)
+        return Worker(**options)
+
+    async def run_until_idle(self, rounds: int = 10) -> int:
+        """Delivers the outbox and runs jobs until neither has anything left; returns jobs run."""
+        jobs_run = 0
+        for _ in range(rounds):
+            delivered = await self.relay.deliver_pending()
+            if not delivered:
+                return jobs_run
+            worker = self.worker()
+            try:
+                await worker.main()
+            finally:
+                await worker.close()
+            jobs_run += worker.jobs_complete + worker.jobs_failed
+        raise AssertionError(f"the pipeline was still busy after {rounds} rounds")
+
+
+@pytest.fixture
+def jobs(settings: Settings, worker_context: WorkerContext, arq_redis: ArqRedis) -> JobRunner:
+    return JobRunner(settings, worker_context, arq_redis)
+
+
+async def wait_for(
+    condition: Callable[[], Coroutine[Any, Any, bool]], timeout_s: float = 20.0
+) -> None:
+    """Polls `condition` until it holds; fails the test when it does not within `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)
