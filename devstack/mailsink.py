@@ -134,10 +134,12 @@ class MailSink:
         self.stop()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 -- the hook name aiosmtpd calls
-        content = envelope.original_content or b""
         with self._changed:
             if self._rejections:
                 return self._rejections.pop(0)
+        # Kept with local line endings, as Maildir files and Python strings expect, not
+        # with SMTP's CRLF.
+        content = (envelope.original_content or b"").replace(b"\r\n", b"\n")
         message = BytesParser(_class=EmailMessage, policy=email.policy.default).parsebytes(content)
         delivery = Delivery(
             mail_from=envelope.mail_from or "",
@@ -146,8 +148,7 @@ class MailSink:
         )
         with self._changed:
             if self._maildir is not None:
-                # Maildir files use the local line ending, not SMTP's CRLF.
-                self._maildir.add(content.replace(b"\r\n", b"\n"))
+                self._maildir.add(content)
             self._deliveries.append(delivery)
             self._changed.notify_all()
         if self._on_delivery is not None:

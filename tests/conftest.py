@@ -1,0 +1,33 @@
+"""Fixtures every test directory can ask for by name."""
+
+from tests.services import clean_state, mail_sink, pg_service, redis_service, service_stack
+
+__all__ = ["clean_state", "mail_sink", "pg_service", "redis_service", "service_stack"]
+
+from tests.app_fixtures import (
+    admin_key,
+    api,
+    app,
+    arq_redis,
+    client_key,
+    db,
+    jobs,
+    make_product,
+    other_client_key,
+    settings,
+    worker_context,
+)
+
+__all__ += [
+    "admin_key",
+    "api",
+    "app",
+    "arq_redis",
+    "client_key",
+    "db",
+    "jobs",
+    "make_product",
+    "other_client_key",
+    "settings",
+    "worker_context",
+]
