@@ -1,0 +1,30 @@
+# The API (default command), the worker (`arq worker.Settings`), migrations (`alembic upgrade
+# head`) and `ordersctl`, all from one image. See docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system app \
+    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+
+WORKDIR /app
+
+# Dependencies first, in their own layer, so that a change to the code alone does not
+# reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY . .
+RUN pip install --no-deps . \
+    && python -c "import api.main, worker, shared.settings"
+
+USER app
+EXPOSE 8000
+# alembic.ini, alembic/ and worker.Settings are found relative to /app, the working directory.
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
