@@ -116,7 +116,8 @@ def ensure_binaries(*, postgres: bool = True, redis: bool = True) -> None:
     if packages:
         if not _running_as_root() or shutil.which("apt-get") is None:
             raise MissingBinariesError(
-                f"missing {', '.join(packages)}: install them (on Debian or Ubuntu: "
+                f"missing {', '.join(packages)}: install {'it' if len(packages) == 1 else 'them'} "
+                "(on Debian or Ubuntu: "
                 f"sudo apt-get install -y {' '.join(packages)}), or run this as root to have "
                 "it done for you"
             )
