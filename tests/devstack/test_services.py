@@ -94,10 +94,10 @@ async def test_postgres_killed_mid_session_comes_back_with_every_commit(
 
     postgres.kill()
 
-    with pytest.raises((asyncpg.PostgresError, OSError)):
-        await connection.fetchval("SELECT 1")
-    await connection.close(timeout=1)
+    # What a client sees on a dead connection varies with timing; only the server matters here.
+    connection.terminate()
     assert not postgres.running
+    assert port_is_free(postgres.port)
 
     postgres.start()
 
