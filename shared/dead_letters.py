@@ -24,7 +24,8 @@ async def record_dead_job(
     traceback: str | None,
     tries: int,
     enqueued_at: datetime | None,
-) -> int:
+) -> int | None:
+    """The ledger row's id, or None when this job's death is recorded already."""
     order_id = args[0] if args and isinstance(args[0], int) else None
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
         return await dead_jobs_repo.insert(

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # which is how long a job of a killed worker waits before it runs again.
     job_timeout_s: int = Field(default=10, ge=1)
     job_max_tries: int = Field(default=8, ge=1)
+    # Retry n waits a random time in [ceiling/4, ceiling], ceiling = min(cap, base * 2**(n-1)).
+    job_retry_backoff_s: float = Field(default=1.0, gt=0)
+    job_retry_backoff_cap_s: float = Field(default=60.0, gt=0)
     worker_max_jobs: int = Field(default=20, ge=1)
     worker_shutdown_grace_s: int = Field(default=20, ge=0)
 

@@ -16,7 +16,7 @@ from shared.redis import create_redis
 from shared.settings import Settings as AppSettings
 from shared.settings import get_settings
 from worker.context import WorkerContext
-from worker.tasks import reserve_inventory, send_confirmation
+from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 
 log = structlog.get_logger(__name__)
 
@@ -64,20 +64,19 @@ class Settings:
     """ARQ reads these attributes; `arq worker.Settings` runs a worker with them."""
 
     functions = [
+        # ARQ's limits are backstops the jobs never reach: they bound their own run time and
+        # count their own tries, so that every job that gives up is recorded (worker.tasks).
         func(
             reserve_inventory,
             name=JobName.RESERVE_INVENTORY.value,
-            # arq's own limit is a backstop; the job bounds itself a little earlier so that a
-            # slow dependency is retried rather than failed.
-            timeout=_settings.job_timeout_s + 2,
-            # One more than the job allows itself: see worker.tasks.job.
-            max_tries=_settings.job_max_tries + 1,
+            timeout=arq_timeout_s(_settings),
+            max_tries=ARQ_MAX_TRIES,
         ),
         func(
             send_confirmation,
             name=JobName.SEND_CONFIRMATION.value,
-            timeout=_settings.job_timeout_s + 2,
-            max_tries=_settings.job_max_tries + 1,
+            timeout=arq_timeout_s(_settings),
+            max_tries=ARQ_MAX_TRIES,
         ),
     ]
     queue_name = _settings.queue_name
@@ -85,8 +84,8 @@ class Settings:
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = _settings.worker_max_jobs
-    job_timeout = _settings.job_timeout_s + 2
-    max_tries = _settings.job_max_tries + 1
+    job_timeout = arq_timeout_s(_settings)
+    max_tries = ARQ_MAX_TRIES
     # Results double as the deduplication window for jobs the outbox hands over twice.
     keep_result = 24 * 3600
     # How often an idle worker asks Redis for due jobs: the floor of a job's start latency.

@@ -39,10 +39,19 @@ async def insert(
     traceback: str | None,
     tries: int,
     enqueued_at: datetime | None,
-) -> int:
-    dead_id: int = await conn.fetchval(
+) -> int | None:
+    """The new row's id; None if the job is in the ledger already and not re-driven.
+
+    A job can be buried twice when its worker dies between this insert and telling ARQ; the
+    ledger keeps one row per death of a job id, not one per attempt to record it.
+    """
+    dead_id: int | None = await conn.fetchval(
         "INSERT INTO dead_jobs (job_id, function, args, kwargs, order_id, error, traceback,"
-        " tries, enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        " tries, enqueued_at)"
+        " SELECT $1::varchar, $2::varchar, $3::jsonb, $4::jsonb, $5::bigint, $6::text, $7::text,"
+        " $8::integer, $9::timestamptz"
+        " WHERE NOT EXISTS (SELECT 1 FROM dead_jobs WHERE job_id = $1 AND redriven_at IS NULL)"
+        " RETURNING id",
         job_id,
         function,
         args,
