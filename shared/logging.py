@@ -38,5 +38,7 @@ def configure_logging(settings: Settings) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached, so that structlog.testing.capture_logs() sees every logger in tests; nothing
+        # logs on the hot path of a fast request, so the lookup costs nothing that matters.
+        cache_logger_on_first_use=False,
     )
