@@ -1,16 +1,19 @@
 """Typed dependencies: what a route needs, resolved once per request."""
 
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
 from shared.auth import Authenticator, Client
 from shared.catalogue import ProductCache
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, TooManyRequests, Unauthorized
+from shared.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
+from shared.rate_limit import RateLimiter
 from shared.settings import Settings
 
 
@@ -23,6 +26,7 @@ class AppState:
     redis: Redis
     cache: ProductCache
     authenticator: Authenticator
+    rate_limiter: RateLimiter
 
 
 def get_state(request: Request) -> AppState:
@@ -59,6 +63,38 @@ async def get_admin(client: ClientDep) -> Client:
 
 
 AdminDep = Annotated[Client, Depends(get_admin)]
+
+
+async def rate_limit(state: StateDep, client: ClientDep) -> None:
+    """Applied to every v1 router: RATE_LIMIT_PER_S per API key and process, then 429."""
+    wait_s = state.rate_limiter.acquire(client.id)
+    if wait_s > 0:
+        raise TooManyRequests(
+            "This API key is over its request rate; retry after the Retry-After delay.",
+            retry_after_s=max(1, math.ceil(wait_s)),
+        )
+
+
+async def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=KEY_PATTERN,
+            max_length=KEY_MAX_LENGTH,
+            description=(
+                "Makes the request safe to retry: a retry with the same key and body gets the"
+                " first response again (with `Idempotent-Replayed: true`) and has no second"
+                " effect. Keys are kept for 24 hours, per API key; printable ASCII, up to 255"
+                " characters (a UUID is a good key)."
+            ),
+        ),
+    ] = None,
+) -> str | None:
+    return None if idempotency_key is None else normalise_key(idempotency_key)
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 
 def get_request_id(request: Request) -> str | None:

@@ -13,6 +13,7 @@ from shared.auth import Authenticator
 from shared.catalogue import ProductCache
 from shared.db import create_pool
 from shared.logging import configure_logging
+from shared.rate_limit import RateLimiter
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             cache=ProductCache(redis, settings.catalogue_cache_ttl_s),
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
+            rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         )
         try:
             yield

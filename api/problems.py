@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.db import UNAVAILABLE_ERRORS
-from shared.errors import DomainError, ServiceUnavailable
+from shared.errors import DomainError
 from shared.schemas import Problem
 
 log = structlog.get_logger(__name__)
@@ -39,10 +39,20 @@ COMMON_PROBLEMS: Responses = {
     401: _problem_doc("Missing or unknown API key"),
     413: _problem_doc("Request body too large"),
     422: _problem_doc("Invalid input; nothing was written"),
+    429: _problem_doc("Over the API key's rate limit; retry after the Retry-After delay"),
     503: _problem_doc("A dependency is unavailable; retry after the Retry-After delay"),
 }
 NOT_FOUND: Responses = {404: _problem_doc("No such resource (or not yours)")}
-CONFLICT: Responses = {409: _problem_doc("The order's state does not allow this")}
+IN_PROGRESS: Responses = {
+    409: _problem_doc("A request with the same Idempotency-Key is still running; retry shortly")
+}
+CANCEL_CONFLICT: Responses = {
+    409: _problem_doc(
+        "The order's state does not allow this, or a request with the same Idempotency-Key"
+        " is still running"
+    )
+}
+SKU_TAKEN: Responses = {409: _problem_doc("A product with this SKU exists already")}
 FORBIDDEN: Responses = {403: _problem_doc("The API key is not an admin key")}
 
 
@@ -73,9 +83,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _on_domain_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, DomainError)
-    headers = (
-        {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServiceUnavailable) else None
-    )
+    headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
     if exc.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     return problem(

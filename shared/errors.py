@@ -8,6 +8,8 @@ class DomainError(Exception):
     title: str = "Bad request"
     # A URI reference naming the problem type (RFC 9457 section 3.1.1).
     type: str = "about:blank"
+    # When set, the answer carries `Retry-After` with this many seconds.
+    retry_after_s: int | None = None
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -35,9 +37,24 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class RequestInProgress(Conflict):
+    """A request with the same Idempotency-Key is still running."""
+
+    retry_after_s = 1
+
+
 class InvalidRequest(DomainError):
     status = 422
     title = "Unprocessable content"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.retry_after_s = retry_after_s
 
 
 class ServiceUnavailable(DomainError):

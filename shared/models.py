@@ -169,3 +169,29 @@ class DeadJob(Base):
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     redriven_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     redriven_job_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key and the response its first request got, replayed to retries.
+
+    Written in the same transaction as the effect it guards (the order, the cancellation), so a
+    key never exists without its effect nor an effect without its key.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    # Keys are scoped to the client: two clients may send the same key.
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Method and path of the first request; a key reused on another endpoint is refused.
+    endpoint: Mapped[str] = mapped_column(String(300))
+    # SHA-256 of the request's canonical form; a key reused with another body is refused.
+    request_hash: Mapped[bytes]
+    response_status: Mapped[int] = mapped_column(Integer)
+    # The exact bytes of the first response, so that a replay is byte-for-byte the same.
+    response_body: Mapped[bytes]
+    response_location: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

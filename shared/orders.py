@@ -4,10 +4,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from shared import idempotency
 from shared.auth import Client
 from shared.catalogue import ProductCache
 from shared.db import connection
 from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.idempotency import IdempotentRequest, StoredResponse
 from shared.models import OrderStatus
 from shared.pagination import decode_cursor, encode_cursor
 from shared.repositories import orders as orders_repo
@@ -41,6 +43,10 @@ def _price_lines(
     return lines, currencies[0]
 
 
+def order_location(order_id: int) -> str:
+    return f"/v1/orders/{order_id}"
+
+
 async def place_order(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -50,18 +56,47 @@ async def place_order(
 ) -> OrderPublic:
     """Prices the order from the catalogue and stores it with its inventory job, atomically."""
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        prices = await products_repo.prices(conn, [line.product_id for line in order.items])
-        lines, currency = _price_lines(order, prices)
-        total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
-        order_id, created_at = await orders_repo.insert_with_reservation_job(
-            conn,
-            client_id=client.id,
-            customer=order.customer,
-            lines=lines,
-            total_cents=total_cents,
-            currency=currency,
-            request_id=request_id,
+        return await _place(conn, client, order, request_id)
+
+
+async def place_order_once(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    client: Client,
+    order: OrderCreate,
+    request_id: str | None,
+    idempotency_key: str,
+) -> StoredResponse:
+    """`place_order` under an Idempotency-Key: a retry gets the first response, not a new order."""
+    request = IdempotentRequest.of(
+        client.id, idempotency_key, "POST /v1/orders", order.model_dump_json().encode()
+    )
+
+    async def work(conn: asyncpg.Connection) -> StoredResponse:
+        placed = await _place(conn, client, order, request_id)
+        return StoredResponse(
+            status=201, body=placed.model_dump_json().encode(), location=order_location(placed.id)
         )
+
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        return await idempotency.run_once(conn, request, work)
+
+
+async def _place(
+    conn: asyncpg.Connection, client: Client, order: OrderCreate, request_id: str | None
+) -> OrderPublic:
+    prices = await products_repo.prices(conn, [line.product_id for line in order.items])
+    lines, currency = _price_lines(order, prices)
+    total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
+    order_id, created_at = await orders_repo.insert_with_reservation_job(
+        conn,
+        client_id=client.id,
+        customer=order.customer,
+        lines=lines,
+        total_cents=total_cents,
+        currency=currency,
+        request_id=request_id,
+    )
     return OrderPublic(
         id=order_id,
         status=OrderStatus.PENDING,
@@ -123,25 +158,59 @@ async def cancel_order(
     order_id: int,
 ) -> OrderPublic:
     """Cancels a pending or confirmed order, returning reserved stock to the catalogue."""
-    released: Sequence[int] = ()
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        async with conn.transaction():
-            order = await orders_repo.lock(conn, order_id, client_id=client.id)
-            if order is None:
-                raise NotFound(f"There is no order {order_id}.")
-            if order.status not in CANCELLABLE:
-                raise Conflict(
-                    f"Order {order_id} is {order.status}; only pending or confirmed orders"
-                    " can be cancelled.",
-                    order_status=order.status.value,
-                )
-            if order.status is OrderStatus.CONFIRMED:
-                await products_repo.lock_stock(conn, order.product_ids)
-                await products_repo.add_stock(conn, order.product_ids, order.quantities)
-                released = order.product_ids
-            await orders_repo.mark_cancelled(conn, order_id)
-        cancelled = await orders_repo.get(conn, order_id)
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn, conn.transaction():
+        cancelled, released = await _cancel(conn, client, order_id)
     if released:
         await cache.invalidate_products(released)
-    assert cancelled is not None
     return cancelled
+
+
+async def cancel_order_once(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    cache: ProductCache,
+    client: Client,
+    order_id: int,
+    idempotency_key: str,
+) -> StoredResponse:
+    """`cancel_order` under an Idempotency-Key: a retry gets the first response, not a 409."""
+    request = IdempotentRequest.of(
+        client.id, idempotency_key, f"POST {order_location(order_id)}/cancel"
+    )
+    released: Sequence[int] = ()
+
+    async def work(conn: asyncpg.Connection) -> StoredResponse:
+        nonlocal released
+        cancelled, released = await _cancel(conn, client, order_id)
+        return StoredResponse(status=200, body=cancelled.model_dump_json().encode())
+
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        response = await idempotency.run_once(conn, request, work)
+    if released:
+        await cache.invalidate_products(released)
+    return response
+
+
+async def _cancel(
+    conn: asyncpg.Connection, client: Client, order_id: int
+) -> tuple[OrderPublic, Sequence[int]]:
+    """Call inside a transaction; returns the cancelled order and the products whose stock
+    returned, whose cache entries the caller invalidates after the commit."""
+    order = await orders_repo.lock(conn, order_id, client_id=client.id)
+    if order is None:
+        raise NotFound(f"There is no order {order_id}.")
+    if order.status not in CANCELLABLE:
+        raise Conflict(
+            f"Order {order_id} is {order.status}; only pending or confirmed orders"
+            " can be cancelled.",
+            order_status=order.status.value,
+        )
+    released: Sequence[int] = ()
+    if order.status is OrderStatus.CONFIRMED:
+        await products_repo.lock_stock(conn, order.product_ids)
+        await products_repo.add_stock(conn, order.product_ids, order.quantities)
+        released = order.product_ids
+    await orders_repo.mark_cancelled(conn, order_id)
+    cancelled = await orders_repo.get(conn, order_id)
+    assert cancelled is not None
+    return cancelled, released

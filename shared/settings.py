@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     slow_request_s: float = Field(default=0.5, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
 
+    # Stored Idempotency-Key responses are kept at least this long (a promise to clients: a retry
+    # within a day is always recognised), then purged by the worker's cron job.
+    idempotency_key_ttl_s: int = Field(default=24 * 3600, ge=24 * 3600)
+    # Per API key and per API process (in memory, no Redis round trip): a steady rate and the
+    # burst allowed on top of it. 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=10_000.0, ge=0)
+    rate_limit_burst: int = Field(default=20_000, ge=1)
+
     queue_name: str = "orders:queue"
     outbox_batch_size: int = Field(default=200, ge=1)
     outbox_sweep_interval_s: float = Field(default=2.0, gt=0)

@@ -3,7 +3,7 @@ import contextlib
 from typing import Any
 
 import structlog
-from arq import func
+from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
 
 from shared.catalogue import ProductCache
@@ -16,6 +16,7 @@ from shared.redis import create_redis
 from shared.settings import Settings as AppSettings
 from shared.settings import get_settings
 from worker.context import WorkerContext
+from worker.cron import purge_idempotency_keys
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,17 @@ class Settings:
             name=JobName.SEND_CONFIRMATION.value,
             timeout=arq_timeout_s(_settings),
             max_tries=ARQ_MAX_TRIES,
+        ),
+    ]
+    cron_jobs = [
+        cron(
+            purge_idempotency_keys,
+            name="purge_idempotency_keys",
+            minute={7, 22, 37, 52},
+            second=0,
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
         ),
     ]
     queue_name = _settings.queue_name

@@ -1,33 +1,53 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from api.deps import ClientDep, RequestIdDep, StateDep
-from api.problems import COMMON_PROBLEMS, CONFLICT, NOT_FOUND
+from api.deps import ClientDep, IdempotencyKeyDep, RequestIdDep, StateDep, rate_limit
+from api.problems import CANCEL_CONFLICT, COMMON_PROBLEMS, IN_PROGRESS, NOT_FOUND
 from shared import orders
+from shared.idempotency import StoredResponse
 from shared.models import OrderStatus
 from shared.schemas import MAX_ID, OrderCreate, OrderPage, OrderPublic
 
-router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_PROBLEMS)
+router = APIRouter(
+    prefix="/v1/orders",
+    tags=["orders"],
+    responses=COMMON_PROBLEMS,
+    dependencies=[Depends(rate_limit)],
+)
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id")]
 
 
-@router.post("", status_code=201, response_description="The order, accepted as pending")
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderPublic,
+    response_description="The order, accepted as pending",
+    responses=IN_PROGRESS,
+)
 async def create_order(
     body: OrderCreate,
     state: StateDep,
     client: ClientDep,
     request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyDep,
     response: Response,
-) -> OrderPublic:
+) -> OrderPublic | Response:
     """Place an order. Prices come from the catalogue; stock is reserved asynchronously.
 
     The order is stored with its inventory job in one transaction, so an accepted order is never
-    lost, even while the queue is unreachable.
+    lost, even while the queue is unreachable. With an `Idempotency-Key`, a retry gets the first
+    response again and places no second order.
     """
+    if idempotency_key is not None:
+        return _stored(
+            await orders.place_order_once(
+                state.pool, state.settings, client, body, request_id, idempotency_key
+            )
+        )
     order = await orders.place_order(state.pool, state.settings, client, body, request_id)
-    response.headers["Location"] = f"/v1/orders/{order.id}"
+    response.headers["Location"] = orders.order_location(order.id)
     return order
 
 
@@ -53,7 +73,29 @@ async def get_order(order_id: OrderId, state: StateDep, client: ClientDep) -> Or
     return await orders.get_order(state.pool, state.settings, client, order_id)
 
 
-@router.post("/{order_id}/cancel", responses={**NOT_FOUND, **CONFLICT})
-async def cancel_order(order_id: OrderId, state: StateDep, client: ClientDep) -> OrderPublic:
-    """Cancel a pending or confirmed order; reserved stock goes back to the catalogue."""
+@router.post(
+    "/{order_id}/cancel", response_model=OrderPublic, responses={**NOT_FOUND, **CANCEL_CONFLICT}
+)
+async def cancel_order(
+    order_id: OrderId, state: StateDep, client: ClientDep, idempotency_key: IdempotencyKeyDep
+) -> OrderPublic | Response:
+    """Cancel a pending or confirmed order; reserved stock goes back to the catalogue.
+
+    With an `Idempotency-Key`, a retry gets the first response again rather than a 409.
+    """
+    if idempotency_key is not None:
+        return _stored(
+            await orders.cancel_order_once(
+                state.pool, state.settings, state.cache, client, order_id, idempotency_key
+            )
+        )
     return await orders.cancel_order(state.pool, state.settings, state.cache, client, order_id)
+
+
+def _stored(stored: StoredResponse) -> Response:
+    headers = {} if stored.location is None else {"Location": stored.location}
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        stored.body, status_code=stored.status, headers=headers, media_type="application/json"
+    )

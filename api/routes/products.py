@@ -1,17 +1,22 @@
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
-from api.deps import AdminDep, AppState, ClientDep, StateDep
-from api.problems import COMMON_PROBLEMS, CONFLICT, FORBIDDEN, NOT_FOUND
+from api.deps import AdminDep, AppState, ClientDep, StateDep, rate_limit
+from api.problems import COMMON_PROBLEMS, FORBIDDEN, NOT_FOUND, SKU_TAKEN
 from shared import catalogue
 from shared.pagination import decode_cursor
 from shared.schemas import MAX_ID, ProductCreate, ProductPage, ProductPublic, ProductUpdate
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/v1/products", tags=["catalogue"], responses=COMMON_PROBLEMS)
+router = APIRouter(
+    prefix="/v1/products",
+    tags=["catalogue"],
+    responses=COMMON_PROBLEMS,
+    dependencies=[Depends(rate_limit)],
+)
 
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
 
@@ -44,7 +49,7 @@ async def get_product(product_id: ProductId, state: StateDep, _client: ClientDep
     return JSONBytes(payload)
 
 
-@router.post("", status_code=201, responses={**FORBIDDEN, **CONFLICT})
+@router.post("", status_code=201, responses={**FORBIDDEN, **SKU_TAKEN})
 async def create_product(
     body: ProductCreate,
     state: StateDep,

@@ -1,0 +1,93 @@
+from dataclasses import dataclass
+
+import asyncpg
+
+# The first argument of the two-key advisory lock: keeps these locks apart from any other use of
+# advisory locks in the database. The second is a hash of (client, key); a collision between two
+# keys costs one needless 409, never a wrong answer, because the primary key decides.
+_LOCK_NAMESPACE = 0x1DE7
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    endpoint: str
+    request_hash: bytes
+    response_status: int
+    response_body: bytes
+    response_location: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of trying to take a key: `locked` is False while another request holds it."""
+
+    locked: bool
+    stored: StoredKey | None
+
+
+# One round trip: the transaction-scoped lock that marks the key as in progress, and the response
+# stored by an earlier request with the key, if any.
+_CLAIM = """
+SELECT pg_try_advisory_xact_lock($3, hashtext($1::text || ':' || $2)) AS locked,
+       k.endpoint, k.request_hash, k.response_status, k.response_body, k.response_location
+FROM (VALUES (1)) AS one
+LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
+"""
+
+
+async def claim(conn: asyncpg.Connection, client_id: int, key: str) -> Claim:
+    """Call inside a transaction: the lock is held until it ends."""
+    row = await conn.fetchrow(_CLAIM, client_id, key, _LOCK_NAMESPACE)
+    assert row is not None
+    if row["endpoint"] is None:
+        return Claim(locked=row["locked"], stored=None)
+    return Claim(
+        locked=row["locked"],
+        stored=StoredKey(
+            endpoint=row["endpoint"],
+            request_hash=row["request_hash"],
+            response_status=row["response_status"],
+            response_body=row["response_body"],
+            response_location=row["response_location"],
+        ),
+    )
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    client_id: int,
+    key: str,
+    endpoint: str,
+    request_hash: bytes,
+    response_status: int,
+    response_body: bytes,
+    response_location: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO idempotency_keys (client_id, key, endpoint, request_hash, response_status,"
+        " response_body, response_location) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        client_id,
+        key,
+        endpoint,
+        request_hash,
+        response_status,
+        response_body,
+        response_location,
+    )
+
+
+async def delete_expired(conn: asyncpg.Connection, ttl_s: int, batch_size: int) -> int:
+    """Deletes up to `batch_size` keys older than `ttl_s`, oldest first; returns how many.
+
+    Small batches keep each statement short and its locks few while the API keeps inserting.
+    """
+    status: str = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE (client_id, key) IN ("
+        " SELECT client_id, key FROM idempotency_keys"
+        " WHERE created_at < now() - make_interval(secs => $1)"
+        " ORDER BY created_at LIMIT $2)",
+        ttl_s,
+        batch_size,
+    )
+    return int(status.split()[-1])
