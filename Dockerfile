@@ -26,5 +26,8 @@ RUN pip install --no-deps . \
 
 USER app
 EXPOSE 8000
+# On SIGTERM uvicorn answers the requests in flight for up to this long before it exits;
+# docker-compose.yml gives the API a longer stop_grace_period than this.
+ENV UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=10
 # alembic.ini, alembic/ and worker.Settings are found relative to /app, the working directory.
 CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

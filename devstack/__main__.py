@@ -35,12 +35,17 @@ from devstack.services import (
     port_is_free,
     reachable_by_postgres,
 )
+from shared.settings import Settings
 
 DEMO_ORDER = (
     '{"customer": {"email": "ada@example.com", "name": "Ada Lovelace"}, '
     '"items": [{"product_id": 1, "quantity": 2}]}'
 )
-CHILD_STOP_TIMEOUT_S = 10.0
+# On SIGTERM the API drains requests in flight this long (uvicorn reads the variable itself),
+# and the worker lets running jobs finish for WORKER_SHUTDOWN_GRACE_S; each child is given
+# that long plus this margin before it is killed.
+API_SHUTDOWN_GRACE_S = "10"
+CHILD_STOP_MARGIN_S = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 Children = dict[str, "subprocess.Popen[bytes]"]
@@ -167,16 +172,17 @@ def _spawn(name: str, argv: Sequence[str], env: dict[str, str]) -> "subprocess.P
     return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, process_group=0)
 
 
-def _stop_child(name: str, process: "subprocess.Popen[bytes]") -> None:
+def _stop_child(name: str, process: "subprocess.Popen[bytes]", grace_s: float) -> None:
     if process.poll() is not None:
         return
     _say(f"stopping the {name}")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
+    timeout_s = grace_s + CHILD_STOP_MARGIN_S
     try:
-        process.wait(CHILD_STOP_TIMEOUT_S)
+        process.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        _say(f"the {name} did not stop within {CHILD_STOP_TIMEOUT_S:g}s, killing it")
+        _say(f"the {name} did not stop within {timeout_s:g}s, killing it")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -242,6 +248,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> None:
     data_root: Path = args.data_dir.absolute()
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
+    env.setdefault("UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", API_SHUTDOWN_GRACE_S)
     _require_free(args.api_port, "the API", "choose another with --api-port")
     watched = _start_services(stack, data_root, env)
 
@@ -258,9 +265,11 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> None:
         [python, "-m", "uvicorn", "api.main:app", "--host", LOOPBACK, "--port", str(args.api_port)],
         env,
     )
-    stack.callback(_stop_child, "API", children["API"])
+    api_grace_s = float(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
+    stack.callback(_stop_child, "API", children["API"], api_grace_s)
     children["worker"] = _spawn("worker", [python, "-m", "arq", "worker.Settings"], env)
-    stack.callback(_stop_child, "worker", children["worker"])
+    worker_grace_s = float(Settings().worker_shutdown_grace_s)
+    stack.callback(_stop_child, "worker", children["worker"], worker_grace_s)
     _wait_until_ready(f"{api_url}/readyz", children, watched, args.ready_timeout)
 
     curl = shlex.join(

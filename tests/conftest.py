@@ -17,6 +17,7 @@ from tests.app_fixtures import (
     settings,
     worker_context,
 )
+from tests.processes import spawn_api, spawn_worker
 
 __all__ += [
     "admin_key",
@@ -29,5 +30,7 @@ __all__ += [
     "make_product",
     "other_client_key",
     "settings",
+    "spawn_api",
+    "spawn_worker",
     "worker_context",
 ]

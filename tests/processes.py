@@ -1,0 +1,167 @@
+"""The worker and the API as real child processes, for tests that signal or kill them.
+
+Output goes to a file rather than a pipe, so a chatty process can never block on a full pipe;
+`output()` reads it. Every process started here is stopped by `close()`, kill -9 if need be.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack.services import LOOPBACK, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+class ChildProcess:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._argv = argv
+        self._env = {**os.environ, "LOG_FORMAT": "json", **(env or {})}
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in close()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ChildProcess":
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.process = subprocess.Popen(
+            self._argv,
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        """kill -9: no clean-up of any kind, as when the machine or the OOM killer takes it."""
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+
+class WorkerProcess(ChildProcess):
+    """`arq worker.Settings`, with settings from the environment plus `env`."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__([str(BIN / "arq"), "worker.Settings"], env)
+
+    async def wait_until_started(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "worker_started" not in self.output():
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker did not start:\n{self.output()}")
+            await asyncio.sleep(0.05)
+
+
+class ApiProcess(ChildProcess):
+    """`uvicorn api.main:app` on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        argv = [str(BIN / "uvicorn"), "api.main:app", "--host", LOOPBACK, "--port", str(self.port)]
+        super().__init__([*argv, *args], env)
+
+    async def wait_until_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.url, timeout=1) as client:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"the API exited:\n{self.output()}")
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the API did not become ready:\n{self.output()}")
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def spawn_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts `arq worker.Settings` processes (env overrides as keywords); all stopped after."""
+    started: list[WorkerProcess] = []
+
+    def spawn(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(env)
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield spawn
+    for worker in started:
+        worker.close()
+
+
+@pytest.fixture
+def spawn_api() -> Iterator[Callable[..., ApiProcess]]:
+    """Starts uvicorn processes (extra command-line arguments); all stopped after."""
+    started: list[ApiProcess] = []
+
+    def spawn(*args: str) -> ApiProcess:
+        api = ApiProcess(*args)
+        started.append(api)
+        api.start()
+        return api
+
+    yield spawn
+    for api in started:
+        api.close()
+
+
+@asynccontextmanager
+async def row_locked(db: asyncpg.Pool, table: str, row_id: int) -> AsyncIterator[None]:
+    """Holds `SELECT ... FOR UPDATE` on one row: whoever needs that row waits until we leave."""
+    assert table in {"orders", "products"}
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE", row_id)
+        yield
+
+
+async def backends_waiting_for_a_lock(db: asyncpg.Pool, application_name: str) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        application_name,
+    )
+    return count
