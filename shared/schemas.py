@@ -15,7 +15,11 @@ MAX_PRICE_CENTS = 10**12
 MAX_STOCK = 2**31 - 1
 
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Postgres text cannot hold NUL: refused here, it is a 422 instead of a driver error.
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]+$"),
+]
 Sku = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
 ]
