@@ -1,0 +1,75 @@
+"""`python -m bench [--smoke] [--rounds N] [--seconds S] [--soak-seconds S] [--out DIR]`.
+
+Starts Postgres (durable commits), Redis and a mail sink on free loopback ports, the API and
+the claims apps under uvicorn and Granian, and ARQ workers; measures; writes DIR/performance.md
+and its charts; stops everything it started.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.run import Options, run
+from bench.stack import BenchError, start_stack
+from devstack.project import REPO_ROOT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--smoke", action="store_true", help="seconds, not minutes: checks the harness only"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per HTTP scenario (5; smoke 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per HTTP run, whole (3; smoke 1)")
+    parser.add_argument(
+        "--soak-seconds", type=float, help="memory soak length (300; smoke 0 = no soak)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "docs", help="report directory (%(default)s)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    options = Options(
+        rounds=args.rounds or (1 if smoke else 5),
+        seconds=args.seconds or (1.0 if smoke else 3.0),
+        warmup_s=0 if smoke else 1.0,
+        e2e_orders=20 if smoke else 500,
+        e2e_rounds=1 if smoke else 3,
+        soak_s=args.soak_seconds if args.soak_seconds is not None else (0 if smoke else 300),
+        smoke=smoke,
+        crash_recovery_wait_s=0 if smoke else 40,
+    )
+    from bench.report import write_report
+
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="bench-"))
+    print(f"bench: run directory {root} (logs of every process)", flush=True)
+    stack = None
+    try:
+        # Production log settings for every child; the console renderer is for humans.
+        stack = start_stack(root, {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"})
+        results = run(stack, options)
+        report = write_report(
+            args.out, stack, options, results, results.titles, started, load_before
+        )
+        print(f"bench: wrote {report}", flush=True)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if stack is not None:
+            stack.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

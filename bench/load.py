@@ -1,0 +1,215 @@
+"""Load from wrk on loopback: one Lua script per kind of request, results read back as JSON.
+
+wrk runs one thread (the machine has two cores; a second load thread would only take CPU from
+the server) and its own CPU time is measured from its rusage, so that the report can show it was
+not the bottleneck.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.stack import BenchError, tree_cpu_seconds
+
+# Printed by every script's done(): wrk's summary and latency percentiles, in microseconds.
+_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,' ..
+    '"write_errors":%d,"status_errors":%d,"timeout_errors":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _lua_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _headers(api_key: str | None, extra: dict[str, str] | None = None) -> str:
+    headers = dict(extra or {})
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return "\n".join(
+        f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}"
+        for name, value in headers.items()
+    )
+
+
+def static_request(
+    path: str, api_key: str | None = None, method: str = "GET", body: str | None = None
+) -> str:
+    """The same request over and over."""
+    lines = [
+        f"wrk.method = {_lua_string(method)}",
+        f"wrk.path = {_lua_string(path)}",
+        _headers(api_key, {"Content-Type": "application/json"} if body else None),
+    ]
+    if body is not None:
+        lines.append(f"wrk.body = {_lua_string(body)}")
+    return "\n".join(lines) + _DONE
+
+
+def cycling_ids(prefix: str, first: int, count: int, api_key: str | None, suffix: str = "") -> str:
+    """GET prefix{id}suffix for id = first, first+1, ... first+count-1, first, ..."""
+    return (
+        _headers(api_key)
+        + f"""
+local n = 0
+request = function()
+  local id = {first} + (n % {count})
+  n = n + 1
+  return wrk.format("GET", {_lua_string(prefix)} .. id .. {_lua_string(suffix)})
+end
+"""
+        + _DONE
+    )
+
+
+def place_orders(api_key: str, run_tag: str, product_count: int, idempotency: bool) -> str:
+    """POST /v1/orders, two lines each, every body and Idempotency-Key distinct."""
+    extra = {"Content-Type": "application/json"}
+    key_line = (
+        'wrk.headers["Idempotency-Key"] = tag .. "-" .. n'
+        if idempotency
+        else "-- no Idempotency-Key"
+    )
+    return (
+        _headers(api_key, extra)
+        + f"""
+local n = 0
+local tag = {_lua_string(run_tag)} .. "-" .. math.random(1, 1000000000)
+request = function()
+  n = n + 1
+  local a = 1 + (n % {product_count})
+  local b = 1 + ((n * 7 + 3) % {product_count})
+  if b == a then b = 1 + (a % {product_count}) end
+  {key_line}
+  local body = '{{"customer":{{"email":"c' .. n .. '@' .. tag .. '.example.com",' ..
+    '"name":"Customer ' .. n .. '"}},"items":[{{"product_id":' .. a .. ',"quantity":1}},' ..
+    '{{"product_id":' .. b .. ',"quantity":2}}]}}'
+  return wrk.format("POST", "/v1/orders", nil, body)
+end
+"""
+        + _DONE
+    )
+
+
+def mixed(api_key: str, run_tag: str, product_count: int, order_first: int, orders: int) -> str:
+    """The soak: one order placed for every three reads (a product, an order, a page)."""
+    return (
+        _headers(api_key, {"Content-Type": "application/json"})
+        + f"""
+local n = 0
+local tag = {_lua_string(run_tag)} .. "-" .. math.random(1, 1000000000)
+request = function()
+  n = n + 1
+  local kind = n % 4
+  if kind == 0 then
+    local a = 1 + (n % {product_count})
+    local body = '{{"customer":{{"email":"s' .. n .. '@' .. tag .. '.example.com",' ..
+      '"name":"Soak ' .. n .. '"}},"items":[{{"product_id":' .. a .. ',"quantity":1}}]}}'
+    return wrk.format("POST", "/v1/orders", nil, body)
+  elseif kind == 1 then
+    return wrk.format("GET", "/v1/products/" .. (1 + (n % {product_count})))
+  elseif kind == 2 then
+    return wrk.format("GET", "/v1/orders/" .. ({order_first} + (n % {orders})))
+  end
+  return wrk.format("GET", "/v1/orders?limit=50")
+end
+"""
+        + _DONE
+    )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    wrk_cpu: float  # cores wrk kept busy
+    server_cpu: float  # cores the server kept busy
+    postgres_cpu: float
+    redis_cpu: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian, installed with apt-get when missing (we run as root on the bench box)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise BenchError("wrk is missing: install it (`sudo apt-get install -y wrk`)")
+    print("bench: installing wrk with apt-get", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "wrk"]):
+        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=600)
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk is still not on PATH after apt-get install wrk")
+    return found
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    script: Path,
+    *,
+    seconds: float,
+    connections: int,
+    server_pid: int,
+    postgres_pid: int,
+    redis_pid: int,
+) -> LoadResult:
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        # wrk counts whole seconds.
+        f"-d{max(1, round(seconds))}s",
+        "--timeout=10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    groups = {"server": server_pid, "postgres": postgres_pid, "redis": redis_pid}
+    before = {name: tree_cpu_seconds(pid) for name, pid in groups.items()}
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    after = {name: tree_cpu_seconds(pid) for name, pid in groups.items()}
+    lines = [line for line in output.splitlines() if line.startswith("BENCH_JSON ")]
+    if process.returncode != 0 or not lines:
+        raise BenchError(f"wrk failed ({process.returncode}): {output[-2000:]}")
+    data = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    seconds_run = data["duration_us"] / 1e6
+    errors = sum(data[key] for key in data if key.endswith("_errors"))
+    return LoadResult(
+        requests=data["requests"],
+        seconds=seconds_run,
+        errors=errors,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        wrk_cpu=(usage.ru_utime + usage.ru_stime) / elapsed,
+        server_cpu=(after["server"] - before["server"]) / elapsed,
+        postgres_cpu=(after["postgres"] - before["postgres"]) / elapsed,
+        redis_cpu=(after["redis"] - before["redis"]) / elapsed,
+    )
