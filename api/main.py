@@ -1,21 +1,33 @@
 """The ASGI application: `uvicorn api.main:app`."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 
 from api.deps import AppState
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
-from api.routes import health, orders, products
+from api.routes import health, metrics, orders, products
 from shared.auth import Authenticator
 from shared.catalogue import ProductCache
 from shared.db import create_pool
 from shared.logging import configure_logging
+from shared.metrics import mark_process_dead, record_pool
 from shared.rate_limit import RateLimiter
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
+
+_POOL_GAUGE_INTERVAL_S = 5.0
+
+
+async def _refresh_pool_gauges(pool: asyncpg.Pool) -> None:
+    while True:
+        record_pool(pool, "api")
+        await asyncio.sleep(_POOL_GAUGE_INTERVAL_S)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,11 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
             rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         )
+        # Pool gauges are refreshed in the background too, not only when this process happens
+        # to answer a scrape: in multiprocess mode every process's last value is summed.
+        pool_gauges = asyncio.create_task(_refresh_pool_gauges(pool), name="pool-gauges")
         try:
             yield
         finally:
+            pool_gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pool_gauges
             await redis.aclose()
             await pool.close()
+            mark_process_dead()
 
     app = FastAPI(
         title="Orders API",
@@ -50,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders.router)
     app.include_router(products.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, slow_request_s=settings.slow_request_s)

@@ -8,13 +8,17 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.metrics import REQUEST_DURATION
+
 log = structlog.get_logger("api.requests")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_UNMATCHED = "<unmatched>"
 
 
 class RequestContextMiddleware:
-    """Times each request (X-Process-Time), logs slow ones, and gives each a request id.
+    """Times each request (X-Process-Time and the latency histogram), logs slow ones, and gives
+    each a request id.
 
     The request id comes from a well-formed incoming X-Request-ID or is made here; it is bound to
     the structlog context, returned in the response and stored with orders so that the jobs an
@@ -50,6 +54,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
+            # The route template (`/v1/orders/{order_id}`), never the raw path: one series per
+            # route, not per order. The router has put the matched route into the scope by now.
+            route = getattr(scope.get("route"), "path", _UNMATCHED)
+            REQUEST_DURATION.labels(scope["method"], route, str(status_code)).observe(elapsed)
             if elapsed > self.slow_request_s:
                 log.warning(
                     "slow_request",

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from shared.db import connection
 from shared.errors import Conflict, NotFound
+from shared.metrics import CACHE_LOOKUPS
 from shared.pagination import encode_cursor
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
 from shared.repositories import products as products_repo
@@ -61,8 +62,10 @@ class ProductCache:
             entry_generation, _, payload = entry.partition(_SEPARATOR)
             if entry_generation == generation:
                 self.hits += 1
+                CACHE_LOOKUPS.labels("hit").inc()
                 return payload, generation
         self.misses += 1
+        CACHE_LOOKUPS.labels("miss").inc()
         return None, generation
 
     async def fill(self, key: str, generation: bytes, payload: bytes) -> None:

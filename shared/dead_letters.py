@@ -1,11 +1,13 @@
 """The dead-job ledger: recording jobs that will not be retried, and re-driving them."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
 
+from shared import queue_inspect
 from shared.db import connection
 from shared.errors import Conflict, NotFound
 from shared.repositories import dead_jobs as dead_jobs_repo
@@ -69,3 +71,73 @@ async def redrive(pool: asyncpg.Pool, settings: Settings, queue: ArqRedis, dead_
         )
         await dead_jobs_repo.mark_redriven(conn, dead_id, new_job_id)
     return new_job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    dead_id: int
+    job_id: str
+    function: str
+    new_job_id: str | None
+    error: str | None = None
+
+
+async def retry_job(
+    pool: asyncpg.Pool, settings: Settings, queue: ArqRedis, job_id: str
+) -> Redrive:
+    """Re-drives one dead or failed job by its ARQ job id.
+
+    A dead job (in the ledger, not yet re-driven) is re-driven as it is. A job that ARQ recorded
+    as failed without reaching the ledger (aborted, or failed outside the job wrapper) is first
+    written to the ledger, so that every re-drive leaves the same trail. A job that is still
+    queued or running, or that completed, is refused.
+    """
+    job = await queue_inspect.get_job(queue, settings.queue_name, job_id)
+    if job is not None and job.status not in (queue_inspect.FAILED,):
+        raise Conflict(f"Job {job_id} is {job.status}; only dead or failed jobs are re-driven.")
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        ledger = await dead_jobs_repo.list_for_job(conn, job_id)
+    if not ledger:
+        failed = await queue_inspect.get_failed_result(queue, settings.queue_name, job_id)
+        if failed is None:
+            raise NotFound(f"There is no dead or failed job {job_id}.")
+        await record_dead_job(pool, settings, **failed)
+        async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+            ledger = await dead_jobs_repo.list_for_job(conn, job_id)
+    pending = [row for row in ledger if row.redriven_at is None]
+    if not pending:
+        raise Conflict(f"Job {job_id} was re-driven already as {ledger[0].redriven_job_id}.")
+    dead = pending[0]
+    new_job_id = await redrive(pool, settings, queue, dead.id)
+    return Redrive(dead.id, dead.job_id, dead.function, new_job_id)
+
+
+async def retry_dead(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    queue: ArqRedis,
+    *,
+    function: str | None = None,
+    dry_run: bool = False,
+    limit: int = 1000,
+) -> list[Redrive]:
+    """Re-drives every dead job not yet re-driven (of one function), oldest first.
+
+    One that another operator re-drove meanwhile is reported with its error, not re-driven twice.
+    """
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        rows = await dead_jobs_repo.list_recent(
+            conn, function=function, only_pending=True, limit=limit
+        )
+    done: list[Redrive] = []
+    for dead in reversed(rows):
+        if dry_run:
+            done.append(Redrive(dead.id, dead.job_id, dead.function, None))
+            continue
+        try:
+            new_job_id = await redrive(pool, settings, queue, dead.id)
+        except (Conflict, NotFound) as exc:
+            done.append(Redrive(dead.id, dead.job_id, dead.function, None, exc.detail))
+        else:
+            done.append(Redrive(dead.id, dead.job_id, dead.function, new_job_id))
+    return done

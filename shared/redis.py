@@ -1,5 +1,6 @@
 """Redis clients with explicit timeouts: a stalled Redis must never stall a request."""
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -18,4 +19,16 @@ def create_redis(settings: Settings) -> "Redis":
         # A down Redis should cost one fast failure, not a loop of reconnects inside the request.
         retry_on_timeout=False,
     )
+    return client
+
+
+def create_queue_client(settings: Settings) -> ArqRedis:
+    """An ARQ client (it can enqueue) with the same timeouts, for tools outside the worker."""
+    client: ArqRedis = ArqRedis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry_on_timeout=False,
+    )
+    client.default_queue_name = settings.queue_name
     return client

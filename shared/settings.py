@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     job_retry_backoff_cap_s: float = Field(default=60.0, gt=0)
     worker_max_jobs: int = Field(default=20, ge=1)
     worker_shutdown_grace_s: int = Field(default=20, ge=0)
+    # Each worker refreshes its own heartbeat key this often; the key expires after the TTL, so
+    # `ordersctl workers` stops listing a killed worker within the TTL.
+    worker_heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    worker_heartbeat_ttl_s: int = Field(default=15, ge=1)
+    # The worker's Prometheus endpoint (`/metrics`); 0 turns it off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -19,6 +19,7 @@ from shared.repositories import products as products_repo
 from shared.schemas import ProductCreate, ProductPublic
 from shared.settings import Settings, get_settings
 from worker.context import WorkerContext
+from worker.monitor import WorkerMonitor
 from worker.settings import Settings as WorkerSettings
 from worker.settings import create_worker_context
 
@@ -126,6 +127,8 @@ class JobRunner:
         self.settings = settings
         self.context = context
         self.relay = OutboxRelay(context.pool, queue, settings)
+        # Counts outcomes as a worker process does (for `ordersctl queue`); no heartbeat here.
+        self.monitor = WorkerMonitor(queue, settings)
 
     def worker(self, **overrides: Any) -> Worker:
         options: dict[str, Any] = {
@@ -136,8 +139,9 @@ class JobRunner:
             "poll_delay": 0,
             "handle_signals": False,
             "max_jobs": self.settings.worker_max_jobs,
-            "ctx": {"settings": self.settings, "worker": self.context},
+            "ctx": {"settings": self.settings, "worker": self.context, "monitor": self.monitor},
             "keep_result": WorkerSettings.keep_result,
+            "allow_abort_jobs": WorkerSettings.allow_abort_jobs,
         }
         options.update(overrides)
         return Worker(**options)

@@ -5,18 +5,21 @@ from typing import Any
 import structlog
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
+from prometheus_client import start_http_server
 
 from shared.catalogue import ProductCache
 from shared.db import create_pool
 from shared.jobs import JobName
 from shared.logging import configure_logging
 from shared.mail import Mailer
+from shared.metrics import mark_process_dead
 from shared.outbox import OutboxRelay
 from shared.redis import create_redis
 from shared.settings import Settings as AppSettings
 from shared.settings import get_settings
 from worker.context import WorkerContext
 from worker.cron import purge_idempotency_keys
+from worker.monitor import WorkerMonitor, observed
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 
 log = structlog.get_logger(__name__)
@@ -46,15 +49,36 @@ async def startup(ctx: dict[str, Any]) -> None:
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
-    log.info("worker_started", queue=settings.queue_name)
+    monitor = WorkerMonitor(queue, settings, worker.pool)
+    ctx["monitor"] = monitor
+    ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
+    if settings.worker_metrics_port:
+        ctx["metrics_server"], _ = start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_host
+        )
+    log.info(
+        "worker_started",
+        queue=settings.queue_name,
+        worker_id=monitor.worker_id,
+        metrics_port=settings.worker_metrics_port or None,
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    relay_task: asyncio.Task[None] | None = ctx.get("relay_task")
-    if relay_task is not None:
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+    for name in ("relay_task", "heartbeat_task"):
+        task: asyncio.Task[None] | None = ctx.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    monitor: WorkerMonitor | None = ctx.get("monitor")
+    if monitor is not None:
+        await monitor.remove()
+    server = ctx.get("metrics_server")
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    mark_process_dead()
     worker: WorkerContext | None = ctx.get("worker")
     if worker is not None:
         await worker.redis.aclose()
@@ -68,13 +92,13 @@ class Settings:
         # ARQ's limits are backstops the jobs never reach: they bound their own run time and
         # count their own tries, so that every job that gives up is recorded (worker.tasks).
         func(
-            reserve_inventory,
+            observed(JobName.RESERVE_INVENTORY.value, reserve_inventory),
             name=JobName.RESERVE_INVENTORY.value,
             timeout=arq_timeout_s(_settings),
             max_tries=ARQ_MAX_TRIES,
         ),
         func(
-            send_confirmation,
+            observed(JobName.SEND_CONFIRMATION.value, send_confirmation),
             name=JobName.SEND_CONFIRMATION.value,
             timeout=arq_timeout_s(_settings),
             max_tries=ARQ_MAX_TRIES,

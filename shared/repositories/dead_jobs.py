@@ -78,14 +78,22 @@ async def list_recent(
     *,
     function: str | None = None,
     only_pending: bool = False,
+    search: str | None = None,
     limit: int = 100,
 ) -> list[DeadJob]:
-    """Newest first; `only_pending` leaves out the ones already re-driven."""
+    """Newest first; `only_pending` leaves out the ones already re-driven; `search` is a
+    case-insensitive substring of the job id, arguments or error."""
     conditions = ["true"]
     args: list[object] = []
     if function is not None:
         args.append(function)
         conditions.append(f"function = ${len(args)}")
+    if search is not None:
+        args.append(search.lower())
+        conditions.append(
+            f"strpos(lower(job_id || ' ' || args::text || ' ' || kwargs::text || ' ' || error),"
+            f" ${len(args)}) > 0"
+        )
     if only_pending:
         conditions.append("redriven_at IS NULL")
     args.append(limit)
@@ -103,3 +111,18 @@ async def mark_redriven(conn: asyncpg.Connection, dead_id: int, new_job_id: str)
         dead_id,
         new_job_id,
     )
+
+
+async def list_for_job(conn: asyncpg.Connection, job_id: str) -> list[DeadJob]:
+    """Every ledger row of one job id, newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM dead_jobs WHERE job_id = $1 ORDER BY id DESC", job_id
+    )
+    return [DeadJob(**row) for row in rows]
+
+
+async def list_for_order(conn: asyncpg.Connection, order_id: int) -> list[DeadJob]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM dead_jobs WHERE order_id = $1 ORDER BY id", order_id
+    )
+    return [DeadJob(**row) for row in rows]

@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -60,3 +61,59 @@ async def record_failed_delivery(conn: asyncpg.Connection, ids: list[int], error
 async def count_pending(conn: asyncpg.Connection) -> int:
     count = await conn.fetchval("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
     return int(count)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    # Pending rows whose delivery failed at least once (Redis was down, say).
+    failing: int
+    oldest_pending_age_s: float | None
+    delivered_last_5m: int
+    delivered_last_1h: int
+    last_error: str | None
+
+
+async def stats(conn: asyncpg.Connection) -> OutboxStats:
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,"
+        " count(*) FILTER (WHERE delivered_at IS NULL AND delivery_attempts > 0) AS failing,"
+        " extract(epoch FROM now() - min(created_at) FILTER (WHERE delivered_at IS NULL))"
+        "   AS oldest_pending_age_s,"
+        " count(*) FILTER (WHERE delivered_at > now() - interval '5 minutes') AS delivered_last_5m,"
+        " count(*) FILTER (WHERE delivered_at > now() - interval '1 hour') AS delivered_last_1h,"
+        " (SELECT last_error FROM outbox WHERE delivered_at IS NULL AND last_error IS NOT NULL"
+        "  ORDER BY id DESC LIMIT 1) AS last_error"
+        " FROM outbox"
+    )
+    assert row is not None
+    age = row["oldest_pending_age_s"]
+    return OutboxStats(
+        pending=row["pending"],
+        failing=row["failing"],
+        oldest_pending_age_s=None if age is None else round(float(age), 3),
+        delivered_last_5m=row["delivered_last_5m"],
+        delivered_last_1h=row["delivered_last_1h"],
+        last_error=row["last_error"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    job_id: str
+    function: str
+    request_id: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    delivery_attempts: int
+    last_error: str | None
+
+
+async def list_for_order(conn: asyncpg.Connection, order_id: int) -> list[OutboxEntry]:
+    rows = await conn.fetch(
+        "SELECT id, job_id, function, request_id, created_at, delivered_at, delivery_attempts,"
+        " last_error FROM outbox WHERE order_id = $1 ORDER BY id",
+        order_id,
+    )
+    return [OutboxEntry(**row) for row in rows]
