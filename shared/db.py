@@ -5,9 +5,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import structlog
 
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # Errors that mean "Postgres cannot be reached right now", as opposed to a bad query.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -57,10 +60,12 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
     try:
         conn = await pool.acquire(timeout=timeout_s)
     except UNAVAILABLE_ERRORS as exc:
+        log.warning("database_unavailable", error=repr(exc))
         raise ServiceUnavailable("The database is busy or unreachable; retry shortly.") from exc
     try:
         yield conn
     except UNAVAILABLE_ERRORS as exc:
+        log.warning("database_connection_lost", error=repr(exc))
         raise ServiceUnavailable("The database connection was lost; retry shortly.") from exc
     finally:
         await pool.release(conn)

@@ -10,14 +10,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from api.main import create_app
 from shared.schemas import ProductPublic
 from shared.settings import Settings
 from tests.api.test_idempotency import keyed
 from tests.api.test_orders import count_rows, order_body
-from tests.app_fixtures import bearer, wait_for
+from tests.app_fixtures import api_with, bearer, wait_for
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -71,48 +69,46 @@ async def test_postgres_down_is_503_with_retry_after_and_the_pool_recovers_by_it
 
 
 @pytest.fixture
-async def small_pool_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(
-        settings.model_copy(
-            update={
-                "db_pool_min_size": POOL_SIZE,
-                "db_pool_max_size": POOL_SIZE,
-                "db_pool_acquire_timeout_s": 0.2,
-            }
-        )
-    )
-    async with app.router.lifespan_context(app):
-        yield app
+async def small_pool_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_with(
+        settings,
+        db_pool_min_size=POOL_SIZE,
+        db_pool_max_size=POOL_SIZE,
+        db_pool_acquire_timeout_s=0.2,
+    ) as client:
+        yield client
 
 
 @pytest.mark.slow
 async def test_a_spike_larger_than_the_pool_gets_503_fast_and_the_process_stays_responsive(
-    small_pool_app: FastAPI, client_key: str, make_product: MakeProduct, db: asyncpg.Pool
+    small_pool_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    db: asyncpg.Pool,
 ) -> None:
     product = await make_product(stock=100)
     body = order_body((product.id, 1))
-    transport = httpx.ASGITransport(app=small_pool_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
-        # The key is now cached, so the spike's requests need a connection only for the order.
-        assert (await api.get("/v1/orders", headers=bearer(client_key))).status_code == 200
+    api = small_pool_api
+    # Caches the key, so that the spike's requests need a connection only for the order.
+    assert (await api.get("/v1/orders", headers=bearer(client_key))).status_code == 200
 
-        async with db.acquire() as blocker, blocker.transaction():
-            # Every order reads the catalogue first: while this lock is held, the first requests
-            # hold their connections, waiting, and the rest find the pool empty.
-            await blocker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
-            spike = [
-                asyncio.create_task(api.post("/v1/orders", json=body, headers=bearer(client_key)))
-                for _ in range(SPIKE)
-            ]
+    async with db.acquire() as blocker, blocker.transaction():
+        # Every order reads the catalogue first: while this lock is held, the first requests
+        # hold their connections, waiting, and the rest find the pool empty.
+        await blocker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        spike = [
+            asyncio.create_task(api.post("/v1/orders", json=body, headers=bearer(client_key)))
+            for _ in range(SPIKE)
+        ]
 
-            async def the_rest_answered() -> bool:
-                return sum(task.done() for task in spike) >= SPIKE - POOL_SIZE
+        async def the_rest_answered() -> bool:
+            return sum(task.done() for task in spike) >= SPIKE - POOL_SIZE
 
-            await wait_for(the_rest_answered, timeout_s=15)
-            alive = await api.get("/healthz")
-            written_during_spike = await count_rows(db)
-        responses = await asyncio.gather(*spike)
-        after = await api.post("/v1/orders", json=body, headers=bearer(client_key))
+        await wait_for(the_rest_answered, timeout_s=15)
+        alive = await api.get("/healthz")
+        written_during_spike = await count_rows(db)
+    responses = await asyncio.gather(*spike)
+    after = await api.post("/v1/orders", json=body, headers=bearer(client_key))
 
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201] * POOL_SIZE + [503] * (SPIKE - POOL_SIZE)

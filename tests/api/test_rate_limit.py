@@ -5,22 +5,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from api.main import create_app
 from shared.settings import Settings
-from tests.app_fixtures import bearer
+from tests.app_fixtures import api_with, bearer
 
 
 @pytest.fixture
 async def limited_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(
-        settings.model_copy(update={"rate_limit_per_s": 0.2, "rate_limit_burst": 3})
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    async with api_with(settings, rate_limit_per_s=0.2, rate_limit_burst=3) as client:
+        yield client
 
 
 async def test_a_key_over_its_rate_gets_429_with_retry_after(
