@@ -86,6 +86,14 @@ class Order(Base):
         CheckConstraint("total_cents >= 0", name="total_not_negative"),
         Index("ix_orders_client_id_id", "client_id", "id"),
         Index("ix_orders_client_id_status_id", "client_id", "status", "id"),
+        # The few orders whose jobs are not done: what the outbox relay re-delivers from.
+        Index(
+            "ix_orders_unfinished",
+            "id",
+            postgresql_where=text(
+                "status = 'pending' OR (status = 'confirmed' AND confirmation_sent_at IS NULL)"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

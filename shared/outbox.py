@@ -4,16 +4,19 @@ Writers insert outbox rows in the same transaction as the change that needs them
 `outbox` channel. The relay wakes on that notification (promptly after the commit), and also on a
 timer (the sweep) so that anything missed while Redis or the listener was down is delivered
 without anyone acting. Delivery is at least once; job ids derived from the order make ARQ drop a
-second copy, and the jobs themselves do nothing if their work is done.
+second copy, and the jobs themselves do nothing if their work is done. Jobs whose work is still not
+done long after they were handed over are handed over again, since Redis may have lost them.
 """
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import asyncpg
 import structlog
 from arq.connections import ArqRedis
+from arq.jobs import Job
 
 from shared.db import UNAVAILABLE_ERRORS, connection
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
@@ -35,11 +38,12 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.delivered_total = 0
 
-    async def _enqueue(self, job: PendingJob) -> None:
+    async def _enqueue(self, job: PendingJob) -> Job | None:
+        """The queued job, or None when ARQ still has this job id (queued, running, or done)."""
         kwargs: dict[str, Any] = {}
         if job.request_id is not None:
             kwargs["request_id"] = job.request_id
-        await self._queue.enqueue_job(
+        return await self._queue.enqueue_job(
             job.function,
             *job.args,
             _job_id=job.job_id,
@@ -73,6 +77,28 @@ class OutboxRelay:
             if len(batch) < self._settings.outbox_batch_size:
                 return delivered
 
+    async def redeliver_lost(self) -> int:
+        """Hands over again jobs whose work is still not done long after they were handed over.
+
+        Redis can lose queued jobs (a restart without persistence, a failover, an eviction), and
+        their orders would then wait for ever. A copy of a job ARQ still knows is dropped by it,
+        so this only brings back what was lost; returns how many jobs were queued again.
+        """
+        acquire_timeout_s = self._settings.db_pool_acquire_timeout_s
+        async with connection(self._pool, acquire_timeout_s) as conn, conn.transaction():
+            batch = await outbox_repo.claim_unfinished(
+                conn, self._settings.outbox_redeliver_after_s, self._settings.outbox_batch_size
+            )
+            if not batch:
+                return 0
+            queued = await asyncio.gather(*(self._enqueue(job) for job in batch))
+            # Restarts the clock, so each unfinished job is looked at once per period.
+            await outbox_repo.mark_delivered(conn, [job.id for job in batch])
+        lost = [job.job_id for job, copy in zip(batch, queued, strict=True) if copy is not None]
+        if lost:
+            log.warning("outbox_redelivered", jobs=len(lost), job_ids=lost[:20])
+        return len(lost)
+
     def wake(self, *_: object) -> None:
         self._wake.set()
 
@@ -80,6 +106,8 @@ class OutboxRelay:
         """Delivers until cancelled: on every NOTIFY, and every sweep interval regardless."""
         listener: asyncpg.Connection | None = None
         backoff_s = 0.0
+        # Lost jobs are looked for once per sweep interval, however often commits wake us.
+        next_redelivery = 0.0
         try:
             while True:
                 if listener is None or listener.is_closed():
@@ -89,6 +117,9 @@ class OutboxRelay:
                     count = await self.deliver_pending()
                     if count:
                         log.info("outbox_delivered", jobs=count)
+                    if time.monotonic() >= next_redelivery:
+                        await self.redeliver_lost()
+                        next_redelivery = time.monotonic() + self._settings.outbox_sweep_interval_s
                     backoff_s = 0.0
                 except Exception as exc:  # the relay must outlive any single failure
                     backoff_s = min(_MAX_BACKOFF_S, max(0.1, backoff_s * 2))

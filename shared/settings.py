@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     queue_name: str = "orders:queue"
     outbox_batch_size: int = Field(default=200, ge=1)
     outbox_sweep_interval_s: float = Field(default=2.0, gt=0)
+    # A job handed over this long ago whose work is not done is handed over again, in case
+    # Redis lost it; ARQ drops the copy if it still has the job or its result.
+    outbox_redeliver_after_s: float = Field(default=60.0, gt=0)
     # Short on purpose: ARQ holds a job's in-progress lock for the longest timeout plus 10 s,
     # which is how long a job of a killed worker waits before it runs again.
     job_timeout_s: int = Field(default=10, ge=1)

@@ -5,7 +5,12 @@ from typing import Any
 import structlog
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
+from arq.connections import create_pool as create_arq_pool
 from prometheus_client import start_http_server
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.catalogue import ProductCache
 from shared.db import create_pool
@@ -27,6 +32,20 @@ log = structlog.get_logger(__name__)
 _settings = get_settings()
 
 
+def queue_redis_settings(settings: AppSettings) -> RedisSettings:
+    """How the worker reaches the queue: riding out a Redis restart instead of exiting.
+
+    ARQ lets any Redis error out of its poll loop, which ends the worker process. Each command
+    is retried on a lost connection with backoff, for about half a minute; a longer outage
+    still ends the worker, and its supervisor (Docker's restart policy) starts it again.
+    """
+    redis_settings = RedisSettings.from_dsn(settings.redis_url.get_secret_value())
+    redis_settings.conn_timeout = max(1, round(settings.redis_timeout_s))
+    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    redis_settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20)
+    return redis_settings
+
+
 async def create_worker_context(settings: AppSettings) -> WorkerContext:
     pool = await create_pool(settings, application_name="orders-worker")
     redis = create_redis(settings)
@@ -45,11 +64,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     worker = await create_worker_context(settings)
     ctx["settings"] = settings
     ctx["worker"] = worker
-    queue: ArqRedis = ctx["redis"]
+    # The relay enqueues inside a database transaction, so it gets a queue connection of its
+    # own that fails fast when Redis is down (the rows stay pending) rather than retrying.
+    queue = await create_arq_pool(
+        RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        default_queue_name=settings.queue_name,
+    )
+    ctx["relay_queue"] = queue
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
-    monitor = WorkerMonitor(queue, settings, worker.pool)
+    monitor = WorkerMonitor(ctx["redis"], settings, worker.pool)
     ctx["monitor"] = monitor
     ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
     if settings.worker_metrics_port:
@@ -74,6 +99,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     monitor: WorkerMonitor | None = ctx.get("monitor")
     if monitor is not None:
         await monitor.remove()
+    relay_queue: ArqRedis | None = ctx.get("relay_queue")
+    if relay_queue is not None:
+        await relay_queue.aclose()
     server = ctx.get("metrics_server")
     if server is not None:
         server.shutdown()
@@ -116,7 +144,7 @@ class Settings:
         ),
     ]
     queue_name = _settings.queue_name
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url.get_secret_value())
+    redis_settings = queue_redis_settings(_settings)
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = _settings.worker_max_jobs

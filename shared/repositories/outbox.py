@@ -41,6 +41,34 @@ async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob
     return [PendingJob(**row) for row in rows]
 
 
+async def claim_unfinished(
+    conn: asyncpg.Connection, delivered_before_s: float, limit: int
+) -> list[PendingJob]:
+    """Jobs handed over at least `delivered_before_s` ago whose work is still not done.
+
+    An inventory job is done once its order is no longer pending, a confirmation job once the
+    email is recorded or the order is no longer confirmed. Jobs in the dead-job ledger are
+    left to operators. The first condition is the predicate of `ix_orders_unfinished`.
+    """
+    rows = await conn.fetch(
+        "SELECT o.id, o.job_id, o.function, o.args, o.request_id"
+        " FROM orders ord JOIN outbox o ON o.order_id = ord.id"
+        " WHERE (ord.status = 'pending'"
+        "        OR (ord.status = 'confirmed' AND ord.confirmation_sent_at IS NULL))"
+        " AND ((o.function = $1 AND ord.status = 'pending')"
+        "      OR (o.function = $2 AND ord.status = 'confirmed'))"
+        " AND o.delivered_at < now() - make_interval(secs => $3)"
+        " AND NOT EXISTS (SELECT 1 FROM dead_jobs d"
+        "                 WHERE d.job_id = o.job_id AND d.redriven_at IS NULL)"
+        " ORDER BY o.id LIMIT $4 FOR UPDATE OF o SKIP LOCKED",
+        JobName.RESERVE_INVENTORY.value,
+        JobName.SEND_CONFIRMATION.value,
+        delivered_before_s,
+        limit,
+    )
+    return [PendingJob(**row) for row in rows]
+
+
 async def mark_delivered(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute(
         "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
