@@ -135,11 +135,12 @@ def spawn_worker() -> Iterator[Callable[..., WorkerProcess]]:
 
 @pytest.fixture
 def spawn_api() -> Iterator[Callable[..., ApiProcess]]:
-    """Starts uvicorn processes (extra command-line arguments); all stopped after."""
+    """Starts uvicorn processes (extra command-line arguments, env overrides as keywords); all
+    stopped after."""
     started: list[ApiProcess] = []
 
-    def spawn(*args: str) -> ApiProcess:
-        api = ApiProcess(*args)
+    def spawn(*args: str, **env: str) -> ApiProcess:
+        api = ApiProcess(*args, env=env)
         started.append(api)
         api.start()
         return api

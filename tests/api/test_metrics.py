@@ -1,32 +1,42 @@
 """`GET /metrics`: Prometheus text whose values follow the requests and jobs that happen.
 
 These run the app in the test process (one process, the default registry); the multiprocess
-mode of several uvicorn workers is specified in tests/test_running_system.py.
+mode of several uvicorn workers is specified at the end, on real processes.
 """
 
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.schemas import ProductPublic
 from shared.settings import Settings
-from tests.app_fixtures import JobRunner, bearer
+from tests.app_fixtures import JobRunner, bearer, wait_for
+from tests.processes import ApiProcess
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
 
-async def scrape(api: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def scrape(api: httpx.AsyncClient) -> Samples:
     response = await api.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    return parse(response.text)
 
 
 def value(
@@ -139,3 +149,38 @@ async def test_metrics_still_answer_while_redis_is_down(
 
     assert value(samples, "orders_db_pool_connections", role="api") >= 1
     assert not any(name == "orders_queue_jobs" for name, _ in samples)
+
+
+def metric_files(directory: Path) -> list[Path]:
+    return list(directory.glob("*.db"))
+
+
+@pytest.mark.slow
+async def test_several_api_processes_report_one_sum_in_multiprocess_mode(
+    spawn_api: Callable[..., ApiProcess], tmp_path: Path, settings: Settings
+) -> None:
+    api = spawn_api("--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    await api.wait_until_ready()
+    async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
+
+        async def both_processes_reported() -> bool:
+            # Each process records its pool when it starts: two pools of DB_POOL_MIN_SIZE.
+            samples = parse((await client.get("/metrics")).text)
+            return value(samples, "orders_db_pool_connections", role="api") >= 4
+
+        await wait_for(both_processes_reported, timeout_s=15)
+        before = [parse((await client.get("/metrics")).text) for _ in range(3)]
+        # New connections each, so the requests spread over both processes.
+        for _ in range(20):
+            async with httpx.AsyncClient(base_url=api.url, timeout=5) as one_shot:
+                assert (await one_shot.get("/healthz")).status_code == 200
+        after = [parse((await client.get("/metrics")).text) for _ in range(3)]
+
+    name = "orders_http_request_duration_seconds_count"
+    healthz = {"method": "GET", "route": "/healthz", "status": "200"}
+    readyz = {"method": "GET", "route": "/readyz", "status": "200"}
+    # Whichever process answers the scrape, it reports the requests of both.
+    assert {value(samples, name, **healthz) for samples in before} == {0}
+    assert {value(samples, name, **healthz) for samples in after} == {20}
+    assert all(value(samples, name, **readyz) >= 1 for samples in after)
+    assert len(metric_files(tmp_path)) >= 2
