@@ -1,7 +1,8 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from api.deps import AdminDep, AppState, ClientDep, StateDep, rate_limit
 from api.problems import COMMON_PROBLEMS, FORBIDDEN, NOT_FOUND, SKU_TAKEN
@@ -21,8 +22,13 @@ router = APIRouter(
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
 
 
-class JSONBytes(Response):
-    media_type = "application/json"
+class JSONBytes(JSONResponse):
+    """JSON already serialised (the cache holds bytes). A JSONResponse, so that the OpenAPI
+    document describes the body with the route's response_model rather than as a string."""
+
+    def render(self, content: Any) -> bytes:
+        assert isinstance(content, bytes)
+        return content
 
 
 @router.get("", response_model=ProductPage, response_class=JSONBytes)
