@@ -29,7 +29,9 @@ class AppState:
     rate_limiter: RateLimiter
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def`
+# dependency in the threadpool, a thread hand-off on every request (docs/performance.md).
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.orders
     return state
 
@@ -97,7 +99,7 @@ async def get_idempotency_key(
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 
-def get_request_id(request: Request) -> str | None:
+async def get_request_id(request: Request) -> str | None:
     request_id: str | None = request.scope.get("state", {}).get("request_id")
     return request_id
 
