@@ -42,16 +42,28 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 async def get_client(
-    state: StateDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Client:
+    """The caller, authenticated and within its rate (RATE_LIMIT_PER_S per key and process).
+
+    One dependency rather than a chain: FastAPI's per-request cost grows with every dependency
+    node, and this one is on every v1 request (docs/performance.md).
+    """
     if credentials is None:
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    state: AppState = request.app.state.orders
     client = await state.authenticator.authenticate(
         credentials.credentials, state.settings.db_pool_acquire_timeout_s
     )
     if client is None:
         raise Unauthorized("The API key is unknown or revoked.")
+    wait_s = state.rate_limiter.acquire(client.id)
+    if wait_s > 0:
+        raise TooManyRequests(
+            "This API key is over its request rate; retry after the Retry-After delay.",
+            retry_after_s=max(1, math.ceil(wait_s)),
+        )
     return client
 
 
@@ -65,16 +77,6 @@ async def get_admin(client: ClientDep) -> Client:
 
 
 AdminDep = Annotated[Client, Depends(get_admin)]
-
-
-async def rate_limit(state: StateDep, client: ClientDep) -> None:
-    """Applied to every v1 router: RATE_LIMIT_PER_S per API key and process, then 429."""
-    wait_s = state.rate_limiter.acquire(client.id)
-    if wait_s > 0:
-        raise TooManyRequests(
-            "This API key is over its request rate; retry after the Retry-After delay.",
-            retry_after_s=max(1, math.ceil(wait_s)),
-        )
 
 
 async def get_idempotency_key(

@@ -1,8 +1,8 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from api.deps import ClientDep, IdempotencyKeyDep, RequestIdDep, StateDep, rate_limit
+from api.deps import ClientDep, IdempotencyKeyDep, RequestIdDep, StateDep
 from api.problems import CANCEL_CONFLICT, COMMON_PROBLEMS, IN_PROGRESS, NOT_FOUND
 from shared import orders
 from shared.idempotency import StoredResponse
@@ -13,7 +13,6 @@ router = APIRouter(
     prefix="/v1/orders",
     tags=["orders"],
     responses=COMMON_PROBLEMS,
-    dependencies=[Depends(rate_limit)],
 )
 
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id")]

@@ -1,10 +1,10 @@
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import AdminDep, AppState, ClientDep, StateDep, rate_limit
+from api.deps import AdminDep, AppState, ClientDep, StateDep
 from api.problems import COMMON_PROBLEMS, FORBIDDEN, NOT_FOUND, SKU_TAKEN
 from shared import catalogue
 from shared.pagination import decode_cursor
@@ -16,7 +16,6 @@ router = APIRouter(
     prefix="/v1/products",
     tags=["catalogue"],
     responses=COMMON_PROBLEMS,
-    dependencies=[Depends(rate_limit)],
 )
 
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="The product's id")]
