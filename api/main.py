@@ -38,11 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings)
         pool = await create_pool(settings, application_name="orders-api")
         redis = create_redis(settings)
+        cache = ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s)
+        listener = asyncio.create_task(cache.listen(), name="catalogue-cache-listener")
         app.state.orders = AppState(
             settings=settings,
             pool=pool,
             redis=redis,
-            cache=ProductCache(redis, settings.catalogue_cache_ttl_s),
+            cache=cache,
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
             rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         )
@@ -52,9 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            pool_gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pool_gauges
+            for task in (pool_gauges, listener):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await redis.aclose()
             await pool.close()
             mark_process_dead()

@@ -8,8 +8,12 @@ write never shows the old value. Tokens are random rather than counters so that 
 a Redis restart can never come back and revalidate an old entry.
 """
 
+import asyncio
+import contextlib
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
@@ -29,6 +33,12 @@ log = structlog.get_logger(__name__)
 _SEPARATOR = b"|"
 _NO_GENERATION = b"-"
 _LIST_GENERATION_KEY = "catalogue:list:gen"
+_PAGE_PREFIX = "catalogue:list:"
+# Invalidations between processes' local tiers, and their acknowledgements.
+INVALIDATION_CHANNEL = "catalogue:invalidate"
+ACK_CHANNEL = "catalogue:invalidate:ack"
+_LOCAL_MAX_ENTRIES = 100_000
+_MAX_BACKOFF_S = 5.0
 
 
 def _product_key(product_id: int) -> str:
@@ -44,11 +54,176 @@ def _page_key(after_id: int, limit: int) -> str:
 
 
 class ProductCache:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    """Two tiers: an optional in-process tier in front of the Redis tier described above.
+
+    The in-process tier ("local") saves the Redis round trip that dominates a cached read
+    (docs/performance.md). It keeps the same guarantee, a read that starts after a write's
+    response was sent never shows the old value, in any process:
+
+    - The writing process drops its own local entries synchronously, after the commit.
+    - Every process that keeps local entries subscribes to INVALIDATION_CHANNEL. A writer
+      publishes the product ids after the commit and waits until every subscriber has dropped
+      them and acknowledged (Redis tells it how many received the message), at most
+      `local_ttl_s`.
+    - A local entry expires `local_ttl_s` after its reader *started*, so a process that did not
+      acknowledge in time (stalled, or cut off) holds nothing from before the write once the
+      writer stops waiting. A reader that read the old value before an invalidation arrived
+      cannot store it afterwards: every invalidation bumps an epoch the reader noted at its start.
+    - A process serves local entries only while its subscription is up; when it is lost the
+      local tier is emptied and bypassed until the subscription is back. A writer that cannot
+      publish (Redis down) waits `local_ttl_s` instead of the acknowledgements.
+    """
+
+    def __init__(self, redis: Redis, ttl_s: int, local_ttl_s: float = 0.0) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._local_ttl_s = local_ttl_s
         self.hits = 0
         self.misses = 0
+        self.local_hits = 0
+        # key -> (expires at, payload); list pages apart, as every write drops all of them.
+        self._local: dict[str, tuple[float, bytes]] = {}
+        self._local_pages: dict[str, tuple[float, bytes]] = {}
+        self._epoch = 0
+        self._listening = False
+        self._acks: dict[str, list[int]] = {}
+        self._ack_events: dict[str, asyncio.Event] = {}
+
+    @property
+    def local_enabled(self) -> bool:
+        return self._local_ttl_s > 0 and self._listening
+
+    # --- the in-process tier ---------------------------------------------------------------
+
+    def local_get(self, key: str) -> bytes | None:
+        if not self.local_enabled:
+            return None
+        entry = (self._local_pages if key.startswith(_PAGE_PREFIX) else self._local).get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        self.local_hits += 1
+        CACHE_LOOKUPS.labels("hit").inc()
+        return entry[1]
+
+    def ticket(self) -> tuple[float, int]:
+        """Taken before a read that may fill the local tier: when it started, which epoch."""
+        return time.monotonic(), self._epoch
+
+    def local_put(self, key: str, payload: bytes, ticket: tuple[float, int]) -> None:
+        started, epoch = ticket
+        if not self.local_enabled or epoch != self._epoch:
+            return
+        entries = self._local_pages if key.startswith(_PAGE_PREFIX) else self._local
+        if len(entries) >= _LOCAL_MAX_ENTRIES:
+            entries.clear()
+        entries[key] = (started + self._local_ttl_s, payload)
+
+    def _drop_local(self, product_ids: Sequence[int]) -> None:
+        self._epoch += 1
+        for product_id in product_ids:
+            self._local.pop(_product_key(product_id), None)
+        self._local_pages.clear()
+
+    def clear_local(self) -> None:
+        self._epoch += 1
+        self._local.clear()
+        self._local_pages.clear()
+
+    async def listen(self) -> None:
+        """Runs until cancelled: applies other processes' invalidations and acknowledges them."""
+        backoff_s = 0.0
+        this = asyncio.current_task()
+        # redis-py can swallow a cancellation that lands inside a read: check for one each turn.
+        while this is None or not this.cancelling():
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(INVALIDATION_CHANNEL, ACK_CHANNEL)
+                while this is None or not this.cancelling():
+                    message = await pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        await self._on_message(message)
+                        backoff_s = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the listener must outlive any single failure
+                self._listening = False
+                self.clear_local()
+                backoff_s = min(_MAX_BACKOFF_S, max(0.1, backoff_s * 2))
+                log.warning("cache_listener_failed", error=repr(exc), retry_in_s=backoff_s)
+                await asyncio.sleep(backoff_s)
+            finally:
+                self._listening = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        kind, channel, data = message["type"], message["channel"], message["data"]
+        if kind == "subscribe" and channel == INVALIDATION_CHANNEL.encode():
+            self.clear_local()
+            self._listening = True
+        elif kind == "message" and channel == INVALIDATION_CHANNEL.encode():
+            nonce, _, ids = data.decode().partition(" ")
+            self._drop_local([int(i) for i in ids.split(",") if i])
+            await self._redis.publish(ACK_CHANNEL, nonce)
+        elif kind == "message" and channel == ACK_CHANNEL.encode():
+            nonce = data.decode()
+            event = self._ack_events.get(nonce)
+            if event is not None:
+                self._acks[nonce][0] += 1
+                if self._acks[nonce][0] >= self._acks[nonce][1]:
+                    event.set()
+
+    async def _broadcast(self, product_ids: Sequence[int]) -> None:
+        """Tells every process to drop these products; returns once each has, or may have."""
+        nonce = secrets.token_hex(8)
+        message = nonce + " " + ",".join(map(str, product_ids))
+        try:
+            if self._listening:
+                await self._broadcast_and_wait(nonce, message)
+            else:
+                # A process without a listener (the CLI, a test) hears the acks on its own.
+                await self._broadcast_and_wait_subscribed(nonce, message)
+        except REDIS_UNAVAILABLE_ERRORS as exc:
+            # Nobody could be told: wait until every local entry from before the write is gone.
+            log.warning("cache_broadcast_failed", error=repr(exc))
+            await asyncio.sleep(self._local_ttl_s)
+
+    async def _broadcast_and_wait(self, nonce: str, message: str) -> None:
+        event = asyncio.Event()
+        # The expected count is unknown until PUBLISH answers, and acks may arrive before that.
+        self._acks[nonce] = [0, 1 << 62]
+        self._ack_events[nonce] = event
+        try:
+            receivers = int(await self._redis.publish(INVALIDATION_CHANNEL, message))
+            self._acks[nonce][1] = receivers
+            if self._acks[nonce][0] >= receivers:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._local_ttl_s):
+                    await event.wait()
+        finally:
+            self._acks.pop(nonce, None)
+            self._ack_events.pop(nonce, None)
+
+    async def _broadcast_and_wait_subscribed(self, nonce: str, message: str) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(ACK_CHANNEL)
+            deadline = time.monotonic() + self._local_ttl_s
+            while (await pubsub.get_message(timeout=self._local_ttl_s)) is None:
+                if time.monotonic() > deadline:
+                    return  # local_ttl_s has passed: every earlier entry has expired
+            receivers = int(await self._redis.publish(INVALIDATION_CHANNEL, message))
+            acks = 0
+            while acks < receivers and (remaining := deadline - time.monotonic()) > 0:
+                reply = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                if reply is not None and reply["data"] == nonce.encode():
+                    acks += 1
+        finally:
+            with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # --- the Redis tier --------------------------------------------------------------------
 
     async def lookup(self, key: str, generation_key: str) -> tuple[bytes | None, bytes | None]:
         """(cached payload or None, the generation to fill with); (None, None) if Redis is down."""
@@ -75,48 +250,65 @@ class ProductCache:
             log.warning("cache_unavailable", error=repr(exc))
 
     async def invalidate_products(self, product_ids: Sequence[int]) -> None:
-        """Call after the write has committed. If Redis is unreachable the entries expire by TTL."""
+        """Call after the write has committed. If Redis is unreachable the entries expire by TTL.
+
+        Returns once no process can serve the old value from its local tier (see the class).
+        """
+        self._drop_local(product_ids)
         tokens = {_product_generation_key(pid): secrets.token_hex(8) for pid in product_ids}
         tokens[_LIST_GENERATION_KEY] = secrets.token_hex(8)
         try:
             await self._redis.mset(tokens)
         except REDIS_UNAVAILABLE_ERRORS as exc:
             log.warning("cache_invalidation_failed", product_ids=list(product_ids), error=repr(exc))
+        if self._local_ttl_s > 0:
+            await self._broadcast(product_ids)
+
+
+async def _cached(
+    cache: ProductCache, key: str, generation_key: str, load: Callable[[], Awaitable[bytes]]
+) -> bytes:
+    """The local tier, else the Redis tier, else `load()` (Postgres), filling both on the way."""
+    local = cache.local_get(key)
+    if local is not None:
+        return local
+    ticket = cache.ticket()
+    payload, generation = await cache.lookup(key, generation_key)
+    if payload is None:
+        payload = await load()
+        if generation is None:  # Redis is down: nothing may be cached anywhere
+            return payload
+        await cache.fill(key, generation, payload)
+    cache.local_put(key, payload, ticket)
+    return payload
 
 
 async def get_product_json(
     pool: asyncpg.Pool, settings: Settings, cache: ProductCache, product_id: int
 ) -> bytes:
     """The product as JSON bytes, from the cache when it holds the current version."""
-    key = _product_key(product_id)
-    payload, generation = await cache.lookup(key, _product_generation_key(product_id))
-    if payload is not None:
-        return payload
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        product = await products_repo.get(conn, product_id)
-    if product is None:
-        raise NotFound(f"There is no product {product_id}.")
-    payload = product.model_dump_json().encode()
-    if generation is not None:
-        await cache.fill(key, generation, payload)
-    return payload
+
+    async def load() -> bytes:
+        async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+            product = await products_repo.get(conn, product_id)
+        if product is None:
+            raise NotFound(f"There is no product {product_id}.")
+        return product.model_dump_json().encode()
+
+    return await _cached(cache, _product_key(product_id), _product_generation_key(product_id), load)
 
 
 async def list_products_json(
     pool: asyncpg.Pool, settings: Settings, cache: ProductCache, after_id: int, limit: int
 ) -> bytes:
-    key = _page_key(after_id, limit)
-    payload, generation = await cache.lookup(key, _LIST_GENERATION_KEY)
-    if payload is not None:
-        return payload
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        products = await products_repo.list_after(conn, after_id, limit + 1)
-    page = products[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(products) > limit else None
-    payload = ProductPage(data=page, next_cursor=next_cursor).model_dump_json().encode()
-    if generation is not None:
-        await cache.fill(key, generation, payload)
-    return payload
+    async def load() -> bytes:
+        async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+            products = await products_repo.list_after(conn, after_id, limit + 1)
+        page = products[:limit]
+        next_cursor = encode_cursor(page[-1].id) if len(products) > limit else None
+        return ProductPage(data=page, next_cursor=next_cursor).model_dump_json().encode()
+
+    return await _cached(cache, _page_key(after_id, limit), _LIST_GENERATION_KEY, load)
 
 
 async def create_product(

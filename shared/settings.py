@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=10.0, gt=0)
 
     catalogue_cache_ttl_s: int = Field(default=60, gt=0)
+    # The in-process tier in front of Redis (0 turns it off); also the longest a write waits for
+    # other processes to drop the old value. The same value in every process.
+    catalogue_local_ttl_s: float = Field(default=1.0, ge=0)
     # API keys are looked up in Postgres at most this often per process; also the revocation delay.
     auth_cache_ttl_s: float = Field(default=10.0, ge=0)
 

@@ -39,6 +39,9 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    # clean_state empties Postgres and Redis behind the session's app; its in-process catalogue
+    # tier must forget what it holds too.
+    app.state.orders.cache.clear_local()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client

@@ -53,7 +53,7 @@ async def create_worker_context(settings: AppSettings) -> WorkerContext:
         settings=settings,
         pool=pool,
         redis=redis,
-        cache=ProductCache(redis, settings.catalogue_cache_ttl_s),
+        cache=ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s),
         mailer=Mailer(settings),
     )
 
@@ -74,6 +74,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
+    # The worker changes stock: it must hear the API processes acknowledge its invalidations.
+    ctx["cache_listener"] = asyncio.create_task(worker.cache.listen(), name="cache-listener")
     monitor = WorkerMonitor(ctx["redis"], settings, worker.pool)
     ctx["monitor"] = monitor
     ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
@@ -90,7 +92,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for name in ("relay_task", "heartbeat_task"):
+    for name in ("relay_task", "heartbeat_task", "cache_listener"):
         task: asyncio.Task[None] | None = ctx.get(name)
         if task is not None:
             task.cancel()

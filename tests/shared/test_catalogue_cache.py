@@ -1,10 +1,15 @@
-"""The generation protocol that keeps a slow reader from re-caching a value a write replaced."""
+"""The catalogue cache never serves a value that a committed write replaced, in any process."""
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.catalogue import ProductCache
+from shared.catalogue import INVALIDATION_CHANNEL, ProductCache
 from shared.settings import Settings
 
 
@@ -32,3 +37,104 @@ async def test_a_value_read_before_a_write_is_never_served_after_it(
         assert (await cache.lookup(key, generation_key))[0] == b'{"price_cents": 200}'
     finally:
         await redis.aclose()
+
+
+# The in-process tier: each ProductCache below stands for one process, with its own connection.
+
+KEY = "catalogue:product:1"
+LOCAL_TTL_S = 5.0
+
+
+@asynccontextmanager
+async def process(settings: Settings, *, listening: bool = True) -> AsyncIterator[ProductCache]:
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    cache = ProductCache(redis, ttl_s=60, local_ttl_s=LOCAL_TTL_S)
+    listener = asyncio.create_task(cache.listen()) if listening else None
+    try:
+        if listening:
+            async with asyncio.timeout(5):
+                while not cache.local_enabled:
+                    await asyncio.sleep(0.01)
+        yield cache
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await redis.aclose()
+
+
+async def test_after_a_write_returns_no_other_process_serves_the_old_value(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings) as writer, process(settings) as reader:
+        reader.local_put(KEY, b'{"stock": 5}', reader.ticket())
+        assert reader.local_get(KEY) == b'{"stock": 5}'
+
+        started = time.monotonic()
+        await writer.invalidate_products([1])
+
+        assert reader.local_get(KEY) is None
+        # Dropped and acknowledged, not merely outlived: the writer did not wait out the TTL.
+        assert time.monotonic() - started < LOCAL_TTL_S / 2
+
+
+async def test_a_writer_without_a_listener_also_waits_for_every_process(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings, listening=False) as cli, process(settings) as reader:
+        reader.local_put(KEY, b'{"stock": 5}', reader.ticket())
+
+        await cli.invalidate_products([1])
+
+        assert reader.local_get(KEY) is None
+
+
+async def test_a_value_read_before_an_invalidation_is_not_kept_after_it(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings) as writer, process(settings) as reader:
+        # The reader starts, and reads the old value from Redis...
+        ticket = reader.ticket()
+        # ...the write commits and every process acknowledges...
+        await writer.invalidate_products([1])
+        # ...then the slow reader tries to keep what it read.
+        reader.local_put(KEY, b'{"stock": 5}', ticket)
+
+        assert reader.local_get(KEY) is None
+
+
+async def test_a_process_that_does_not_acknowledge_holds_the_writer_until_its_entries_expire(
+    settings: Settings, redis_service: Any
+) -> None:
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    silent = redis.pubsub()
+    await silent.subscribe(INVALIDATION_CHANNEL)  # receives, never acknowledges
+    try:
+        redis_writer = Redis.from_url(settings.redis_url.get_secret_value())
+        writer = ProductCache(redis_writer, ttl_s=60, local_ttl_s=0.3)
+        listener = asyncio.create_task(writer.listen())
+        try:
+            async with asyncio.timeout(5):
+                while not writer.local_enabled:
+                    await asyncio.sleep(0.01)
+            started = time.monotonic()
+            await writer.invalidate_products([1])
+            assert time.monotonic() - started >= 0.3
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await redis_writer.aclose()
+    finally:
+        await silent.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+
+
+async def test_a_process_without_its_subscription_serves_nothing_locally(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings, listening=False) as cut_off:
+        cut_off.local_put(KEY, b'{"stock": 5}', cut_off.ticket())
+
+        assert cut_off.local_get(KEY) is None
