@@ -30,4 +30,8 @@ EXPOSE 8000
 # docker-compose.yml gives the API a longer stop_grace_period than this.
 ENV UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=10
 # alembic.ini, alembic/ and worker.Settings are found relative to /app, the working directory.
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# The server settings docs/performance.md measures (bench/stack.py): uvloop and httptools, no
+# access log (X-Process-Time, X-Request-ID and the slow-request log replace it), keep-alive 5 s.
+# Processes per container: WEB_CONCURRENCY (one per core the container gets).
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", \
+     "--http", "httptools", "--no-access-log", "--timeout-keep-alive", "5"]
