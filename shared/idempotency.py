@@ -1,12 +1,13 @@
 """Idempotency-Key (the IETF httpapi draft, with Stripe's semantics): a client may retry a
 request with the same key, and gets the first request's response while the effect happens once.
 
-Everything happens in one transaction: a transaction-scoped advisory lock on (client, key) marks
-the key as in progress (a second request finds it taken: 409); a stored response is replayed;
-otherwise the work runs and its response is stored with the key before the commit. A crash can
-therefore never leave an effect without its key, nor a key without its effect. Only successful
-responses are stored: a failed request wrote nothing, so running it again is safe.
-"""
+The effect and the stored response commit together, in one transaction that holds an advisory
+lock on (client, key) while it runs: a second request with the key finds the lock taken (409);
+a later one finds the stored response and gets it replayed. A crash can therefore never leave an
+effect without its key, nor a key without its effect; the key's primary key is the last word.
+`run_once` does this for any work in a transaction; placing an order does the same in a single
+statement (shared/orders.py), to keep it at two round trips. Only successes are stored: a failed
+request wrote nothing, so running it again is safe."""
 
 import hashlib
 import time
@@ -24,6 +25,11 @@ from shared.settings import Settings
 # Printable ASCII without spaces, up to 255 characters: UUIDs, ULIDs and base64 tokens fit.
 KEY_PATTERN = r"^[!-~]{1,255}$"
 KEY_MAX_LENGTH = 255
+
+IN_PROGRESS = "A request with this Idempotency-Key is still being processed; retry shortly."
+JUST_COMPLETED = (
+    "A request with this Idempotency-Key has just completed; retry to get its response."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +76,9 @@ async def run_once(
     async with conn.transaction():
         claim = await idempotency_repo.claim(conn, request.client_id, request.key)
         if not claim.locked:
-            raise RequestInProgress(
-                "A request with this Idempotency-Key is still being processed; retry shortly."
-            )
+            raise RequestInProgress(IN_PROGRESS)
         if claim.stored is not None:
-            return _replay(request, claim.stored)
+            return replay(request, claim.stored)
         response = await work(conn)
         try:
             await idempotency_repo.insert(
@@ -90,13 +94,12 @@ async def run_once(
         except asyncpg.UniqueViolationError as exc:
             # The first request committed between this transaction's snapshot and its lock.
             # Raising rolls this one back whole; the client's retry gets the stored response.
-            raise RequestInProgress(
-                "A request with this Idempotency-Key has just completed; retry to get its response."
-            ) from exc
+            raise RequestInProgress(JUST_COMPLETED) from exc
     return response
 
 
-def _replay(request: IdempotentRequest, stored: idempotency_repo.StoredKey) -> StoredResponse:
+def replay(request: IdempotentRequest, stored: idempotency_repo.StoredKey) -> StoredResponse:
+    """The stored response, if `request` is the request that stored it; else a 422."""
     if stored.endpoint != request.endpoint:
         raise InvalidRequest(
             f"This Idempotency-Key was used for another request ({stored.endpoint});"

@@ -1,6 +1,7 @@
 """Placing, reading, listing and cancelling orders: the one place that says how orders work."""
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -8,7 +9,7 @@ from shared import idempotency
 from shared.auth import Client
 from shared.catalogue import ProductCache
 from shared.db import connection
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import Conflict, InvalidRequest, NotFound, RequestInProgress
 from shared.idempotency import IdempotentRequest, StoredResponse
 from shared.models import OrderStatus
 from shared.pagination import decode_cursor, encode_cursor
@@ -67,19 +68,54 @@ async def place_order_once(
     request_id: str | None,
     idempotency_key: str,
 ) -> StoredResponse:
-    """`place_order` under an Idempotency-Key: a retry gets the first response, not a new order."""
+    """`place_order` under an Idempotency-Key: a retry gets the first response, not a new order.
+
+    Two round trips, as without a key: one reads the stored response (replayed if there is one),
+    the prices and the order's id; one writes the order, its job, the key and the response in a
+    single statement. A request with the same key writing at that moment makes it a 409.
+    """
     request = IdempotentRequest.of(
         client.id, idempotency_key, "POST /v1/orders", order.model_dump_json().encode()
     )
-
-    async def work(conn: asyncpg.Connection) -> StoredResponse:
-        placed = await _place(conn, client, order, request_id)
-        return StoredResponse(
-            status=201, body=placed.model_dump_json().encode(), location=order_location(placed.id)
-        )
-
+    product_ids = [line.product_id for line in order.items]
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        return await idempotency.run_once(conn, request, work)
+        # A second pass only when a request with the same key committed between the two
+        # statements: its stored response is then replayed.
+        for _ in range(2):
+            plan = await orders_repo.prepare_keyed(conn, client.id, idempotency_key, product_ids)
+            if plan.stored is not None:
+                return idempotency.replay(request, plan.stored)
+            lines, currency = _price_lines(order, plan.prices)
+            total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
+            placed = _pending(plan.order_id, plan.created_at, order, lines, total_cents, currency)
+            response = StoredResponse(
+                status=201,
+                body=placed.model_dump_json().encode(),
+                location=order_location(placed.id),
+            )
+            try:
+                written = await orders_repo.insert_keyed_with_reservation_job(
+                    conn,
+                    plan=plan,
+                    client_id=client.id,
+                    customer=order.customer,
+                    lines=lines,
+                    total_cents=total_cents,
+                    currency=currency,
+                    request_id=request_id,
+                    key=idempotency_key,
+                    endpoint=request.endpoint,
+                    request_hash=request.request_hash,
+                    response_status=response.status,
+                    response_body=response.body,
+                    response_location=order_location(placed.id),
+                )
+            except asyncpg.UniqueViolationError:
+                continue
+            if not written:
+                raise RequestInProgress(idempotency.IN_PROGRESS)
+            return response
+    raise RequestInProgress(idempotency.JUST_COMPLETED)
 
 
 async def _place(
@@ -97,6 +133,17 @@ async def _place(
         currency=currency,
         request_id=request_id,
     )
+    return _pending(order_id, created_at, order, lines, total_cents, currency)
+
+
+def _pending(
+    order_id: int,
+    created_at: datetime,
+    order: OrderCreate,
+    lines: Sequence[PricedLine],
+    total_cents: int,
+    currency: str,
+) -> OrderPublic:
     return OrderPublic(
         id=order_id,
         status=OrderStatus.PENDING,

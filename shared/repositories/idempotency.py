@@ -5,7 +5,15 @@ import asyncpg
 # The first argument of the two-key advisory lock: keeps these locks apart from any other use of
 # advisory locks in the database. The second is a hash of (client, key); a collision between two
 # keys costs one needless 409, never a wrong answer, because the primary key decides.
-_LOCK_NAMESPACE = 0x1DE7
+LOCK_NAMESPACE = 0x1DE7
+
+
+def try_lock_sql(namespace: str, client_id: str, key: str) -> str:
+    """The SQL that takes the in-progress lock of (client, key), given their parameters."""
+    return (
+        f"pg_try_advisory_xact_lock({namespace}::int,"
+        f" hashtext({client_id}::bigint::text || ':' || {key}::text))"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +33,15 @@ class Claim:
     stored: StoredKey | None
 
 
+STORED_COLUMNS = (
+    "k.endpoint, k.request_hash, k.response_status, k.response_body, k.response_location"
+)
+
 # One round trip: the transaction-scoped lock that marks the key as in progress, and the response
 # stored by an earlier request with the key, if any.
-_CLAIM = """
-SELECT pg_try_advisory_xact_lock($3, hashtext($1::text || ':' || $2)) AS locked,
-       k.endpoint, k.request_hash, k.response_status, k.response_body, k.response_location
+_CLAIM = f"""
+SELECT {try_lock_sql("$3", "$1", "$2")} AS locked,
+       {STORED_COLUMNS}
 FROM (VALUES (1)) AS one
 LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
 """
@@ -37,19 +49,21 @@ LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
 
 async def claim(conn: asyncpg.Connection, client_id: int, key: str) -> Claim:
     """Call inside a transaction: the lock is held until it ends."""
-    row = await conn.fetchrow(_CLAIM, client_id, key, _LOCK_NAMESPACE)
+    row = await conn.fetchrow(_CLAIM, client_id, key, LOCK_NAMESPACE)
     assert row is not None
+    return Claim(locked=row["locked"], stored=stored_from(row))
+
+
+def stored_from(row: asyncpg.Record) -> StoredKey | None:
+    """The stored response in a row that selected STORED_COLUMNS, if there was one."""
     if row["endpoint"] is None:
-        return Claim(locked=row["locked"], stored=None)
-    return Claim(
-        locked=row["locked"],
-        stored=StoredKey(
-            endpoint=row["endpoint"],
-            request_hash=row["request_hash"],
-            response_status=row["response_status"],
-            response_body=row["response_body"],
-            response_location=row["response_location"],
-        ),
+        return None
+    return StoredKey(
+        endpoint=row["endpoint"],
+        request_hash=row["request_hash"],
+        response_status=row["response_status"],
+        response_body=row["response_body"],
+        response_location=row["response_location"],
     )
 
 

@@ -6,6 +6,8 @@ import asyncpg
 
 from shared.jobs import JobName, job_id_prefix
 from shared.models import OrderStatus
+from shared.repositories import idempotency as idempotency_repo
+from shared.repositories.idempotency import StoredKey
 from shared.schemas import Customer, OrderLinePublic, OrderPublic
 
 _SELECT_ORDERS = """
@@ -21,14 +23,9 @@ CROSS JOIN LATERAL (
 ) AS lines
 """
 
-# One statement, so one atomic commit and one round trip: the order, its lines, the outbox row
-# for the inventory job, and a NOTIFY that wakes the outbox relay once the commit is visible.
-_INSERT_ORDER = """
-WITH new_order AS (
-    INSERT INTO orders (client_id, customer_email, customer_name, total_cents, currency, request_id)
-    VALUES ($1, $2, $3, $4, $5, $6)
-    RETURNING id, created_at
-), new_lines AS (
+# The lines and the outbox row for the inventory job, for each order that new_order inserted.
+_LINES_AND_JOB = """
+new_lines AS (
     INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price_cents)
     SELECT new_order.id, line.position, line.product_id, line.quantity, line.unit_price_cents
     FROM new_order, unnest($7::bigint[], $8::int[], $9::bigint[])
@@ -37,9 +34,62 @@ WITH new_order AS (
     INSERT INTO outbox (job_id, function, args, order_id, request_id)
     SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
     FROM new_order
-)
+)"""
+
+# One statement, so one atomic commit and one round trip: the order, its lines, the outbox row
+# for the inventory job, and a NOTIFY that wakes the outbox relay once the commit is visible.
+_INSERT_ORDER = f"""
+WITH new_order AS (
+    INSERT INTO orders (client_id, customer_email, customer_name, total_cents, currency, request_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id, created_at
+), {_LINES_AND_JOB}
 SELECT new_order.id, new_order.created_at, pg_notify('outbox', '') FROM new_order
 """
+
+# Under an Idempotency-Key an order takes two round trips too. The first reads, before anything
+# is written, the response an earlier request stored with the key, the prices, and the id and
+# time the order will have, so that its response is rendered before the write that stores it.
+_PREPARE_KEYED_ORDER = f"""
+SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS order_id, now() AS created_at,
+       prices.ids, prices.price_cents, prices.currencies, {idempotency_repo.STORED_COLUMNS}
+FROM (
+    SELECT array_agg(p.id) AS ids, array_agg(p.price_cents) AS price_cents,
+           array_agg(p.currency) AS currencies
+    FROM products AS p WHERE p.id = any($3::bigint[])
+) AS prices
+LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
+"""
+
+# The second writes the order as _INSERT_ORDER does, with the key and its response, in one
+# statement (one transaction). The key's advisory lock, held until the statement commits, makes a
+# concurrent request with the same key write nothing (no row: 409); the key's primary key makes
+# a request that raced past the lock fail whole (a unique violation: the caller replays).
+_INSERT_KEYED_ORDER = f"""
+WITH lock AS (
+    SELECT {idempotency_repo.try_lock_sql("$13", "$1", "$12")} AS locked
+), new_order AS (
+    INSERT INTO orders (id, client_id, customer_email, customer_name, total_cents, currency,
+                        request_id, created_at)
+    SELECT $14, $1, $2, $3, $4, $5, $6, $15 FROM lock WHERE lock.locked
+    RETURNING id, created_at
+), {_LINES_AND_JOB}, new_key AS (
+    INSERT INTO idempotency_keys (client_id, key, endpoint, request_hash, response_status,
+                                  response_body, response_location)
+    SELECT $1, $12, $16, $17, $18, $19, $20 FROM new_order
+)
+SELECT new_order.id, pg_notify('outbox', '') FROM new_order
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedOrderPlan:
+    """What placing an order under a key needs to know before it writes anything."""
+
+    order_id: int
+    created_at: datetime
+    prices: dict[int, tuple[int, str]]
+    stored: StoredKey | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +155,71 @@ async def insert_with_reservation_job(
     )
     assert row is not None
     return row["id"], row["created_at"]
+
+
+async def prepare_keyed(
+    conn: asyncpg.Connection, client_id: int, key: str, product_ids: Sequence[int]
+) -> KeyedOrderPlan:
+    row = await conn.fetchrow(_PREPARE_KEYED_ORDER, client_id, key, product_ids)
+    assert row is not None
+    prices = dict(
+        zip(
+            row["ids"] or (),
+            zip(row["price_cents"] or (), row["currencies"] or (), strict=True),
+            strict=True,
+        )
+    )
+    return KeyedOrderPlan(
+        order_id=row["order_id"],
+        created_at=row["created_at"],
+        prices=prices,
+        stored=idempotency_repo.stored_from(row),
+    )
+
+
+async def insert_keyed_with_reservation_job(
+    conn: asyncpg.Connection,
+    *,
+    plan: KeyedOrderPlan,
+    client_id: int,
+    customer: Customer,
+    lines: Sequence[PricedLine],
+    total_cents: int,
+    currency: str,
+    request_id: str | None,
+    key: str,
+    endpoint: str,
+    request_hash: bytes,
+    response_status: int,
+    response_body: bytes,
+    response_location: str,
+) -> bool:
+    """False when another request holds the key. Raises asyncpg.UniqueViolationError when one
+    stored it after `plan` was read; either way nothing was written."""
+    row = await conn.fetchrow(
+        _INSERT_KEYED_ORDER,
+        client_id,
+        customer.email,
+        customer.name,
+        total_cents,
+        currency,
+        request_id,
+        [line.product_id for line in lines],
+        [line.quantity for line in lines],
+        [line.unit_price_cents for line in lines],
+        job_id_prefix(JobName.RESERVE_INVENTORY),
+        JobName.RESERVE_INVENTORY.value,
+        key,
+        idempotency_repo.LOCK_NAMESPACE,
+        plan.order_id,
+        plan.created_at,
+        endpoint,
+        request_hash,
+        response_status,
+        response_body,
+        response_location,
+    )
+    return row is not None
 
 
 async def get(conn: asyncpg.Connection, order_id: int) -> OrderPublic | None:

@@ -1,8 +1,7 @@
 """Idempotency-Key on POST /v1/orders and POST /v1/orders/{id}/cancel, on real Postgres."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -12,20 +11,13 @@ import pytest
 from shared.schemas import ProductPublic
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import JobRunner, bearer, wait_for
+from tests.processes import row_locked
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
 
 def keyed(api_key: str, idempotency_key: str) -> dict[str, str]:
     return {**bearer(api_key), "Idempotency-Key": idempotency_key}
-
-
-@asynccontextmanager
-async def table_locked(db: asyncpg.Pool, table: str) -> AsyncIterator[None]:
-    """Holds an EXCLUSIVE lock on `table`: the API's reads go on, its writes to it wait."""
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-        yield
 
 
 async def api_backend_waiting_for_a_lock(db: asyncpg.Pool) -> int:
@@ -80,6 +72,10 @@ async def test_a_replay_is_the_first_response_even_after_the_order_moved_on(
 
     assert retry.json()["status"] == "pending"
     assert current.json()["status"] == "confirmed"
+    # The stored response names the order as it is stored: same id, same creation time.
+    assert retry.json()["id"] == current.json()["id"]
+    assert retry.json()["created_at"] == current.json()["created_at"]
+    assert retry.json()["items"] == current.json()["items"]
 
 
 async def test_the_same_key_with_a_different_body_is_422_and_writes_nothing(
@@ -163,7 +159,8 @@ async def test_a_key_whose_first_request_is_still_running_is_409(
     product = await make_product()
     body = order_body((product.id, 1))
 
-    async with table_locked(db, "orders"):
+    # The order's line references the product, so the first request's write waits for our lock.
+    async with row_locked(db, "products", product.id):
         first = asyncio.create_task(
             api.post("/v1/orders", json=body, headers=keyed(client_key, "k"))
         )
@@ -188,8 +185,9 @@ async def test_a_request_that_dies_mid_transaction_leaves_neither_order_nor_key(
     product = await make_product()
     body = order_body((product.id, 1))
 
-    # The order is inserted, the key row waits on the lock; then the connection dies.
-    async with table_locked(db, "idempotency_keys"):
+    # The order row is inserted, its line waits for our lock on the product; then the
+    # connection dies.
+    async with row_locked(db, "products", product.id):
         first = asyncio.create_task(
             api.post("/v1/orders", json=body, headers=keyed(client_key, "k"))
         )
