@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
@@ -98,6 +99,7 @@ async def test_admin_operations_need_an_admin_key(
 
 
 async def test_the_catalogue_cache_holds_nothing_client_specific(
+    app: FastAPI,
     api: httpx.AsyncClient,
     client_key: str,
     other_client_key: str,
@@ -133,6 +135,11 @@ async def test_the_catalogue_cache_holds_nothing_client_specific(
         *(row["name"] for row in clients),
         *(row["key_hash"].hex() for row in clients),
     ]
+
+    # The in-process tier in front of Redis, too.
+    cache = app.state.orders.cache
+    for entries in (cache._local, cache._local_pages):
+        cached.update({key.encode(): payload for key, (_, payload) in entries.items()})
 
     assert cached, "the reads above should have filled the cache"
     assert all(key.startswith(b"catalogue:") for key in cached)
