@@ -292,7 +292,7 @@ def _jobs_table(jobs: list[queue_inspect.JobInfo], title: str = "Jobs") -> Table
             job.function,
             _short(job.args, 30),
             "" if job.tries is None else str(job.tries),
-            _when(when),
+            "" if when is None else f"{when:%m-%d %H:%M:%S}",
             _short(job.error or "", 50),
         )
     return table
@@ -361,7 +361,9 @@ def job_command(
         _add_row(
             table,
             "order",
-            "" if job.order_id is None else f"{job.order_id} ({detail.order_status})",
+            ""
+            if job.order_id is None
+            else f"{job.order_id} ({detail.order_status or 'no such order'})",
         )
         for name in ("enqueued_at", "due_at", "started_at", "finished_at"):
             _add_row(table, name.replace("_", " "), _when(getattr(job, name)))

@@ -7,8 +7,12 @@ or failure, buried in the ledger by the real job wrapper, or held running by a r
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -512,3 +516,24 @@ async def test_clients_create_list_revoke_in_json(db: asyncpg.Pool) -> None:
     assert again == {"client_id": created["id"], "revoked": False}
     table = await ctl("clients", "list")
     assert "shop" in table.stdout
+
+
+@pytest.mark.slow
+async def test_watch_redraws_until_ctrl_c_one_json_document_per_line(every_state: Jobs) -> None:
+    watcher = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ordersctl"), "queue", "--json", "--watch", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        rounds = [json.loads(await asyncio.to_thread(watcher.stdout.readline)) for _ in range(2)]
+        watcher.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(watcher.wait, 10)
+    finally:
+        watcher.kill()
+        watcher.communicate()
+
+    assert code == 0
+    assert [report["queues"][0]["queued"] for report in rounds] == [1, 1]
