@@ -240,8 +240,9 @@ def queue_command(
             "failed 1h", "retried 1h", "status", title="Queues",
         )  # fmt: skip
         functions = Table(
-            "queue", "function", "queued", "deferred", "in progress", title="By function"
-        )
+            "queue", "function", "queued", "deferred", "in progress", "complete 1h",
+            "failed 1h", "retried 1h", title="By function",
+        )  # fmt: skip
         for row in report.queues:
             last_hour = row["last_hour"]
             _add_row(
@@ -252,11 +253,14 @@ def queue_command(
                 str(row["in_progress"]),
                 _age(row["oldest_due_age_s"]),
                 str(last_hour.get("complete", 0)),
-                str(last_hour.get("failed", 0) + last_hour.get("cancelled", 0)),
+                str(last_hour.get("failed", 0)),
                 str(last_hour.get("retried", 0)),
                 row["status"] + "".join(f" ({name})" for name in row["breaches"]),
             )
-            for name, counts in row["functions"].items():
+            history = row["last_hour_by_function"]
+            for name in sorted(set(row["functions"]) | set(history)):
+                counts = row["functions"].get(name, {})
+                outcomes = history.get(name, {})
                 _add_row(
                     functions,
                     row["queue"],
@@ -264,6 +268,9 @@ def queue_command(
                     str(counts.get(queue_inspect.QUEUED, 0)),
                     str(counts.get(queue_inspect.DEFERRED, 0)),
                     str(counts.get(queue_inspect.IN_PROGRESS, 0)),
+                    str(outcomes.get("complete", 0)),
+                    str(outcomes.get("failed", 0)),
+                    str(outcomes.get("retried", 0)),
                 )
         console.print(table)
         if functions.row_count:
@@ -664,7 +671,7 @@ def top_command(
             str(stats.in_progress),
             _age(stats.oldest_due_age_s),
             str(stats.last_hour.get("complete", 0)),
-            str(stats.last_hour.get("failed", 0) + stats.last_hour.get("cancelled", 0)),
+            str(stats.last_hour.get("failed", 0)),
         )
         return Group(
             queue,

@@ -211,6 +211,7 @@ class QueueStats:
     oldest_due_age_s: float | None = None
     # Outcomes of the jobs that ended in the last hour, from the workers' counters.
     last_hour: dict[str, int] = field(default_factory=dict)
+    last_hour_by_function: dict[str, dict[str, int]] = field(default_factory=dict)
     # function -> status -> count, for the jobs in the queue now.
     functions: dict[str, dict[str, int]] = field(default_factory=dict)
     # False when the queue had more than `scan_limit` jobs: the per-function counts are partial.
@@ -243,7 +244,11 @@ async def queue_stats(
     stats.deferred = total - due
     stats.queued = max(0, due - stats.in_progress)
     stats.functions = {name: dict(counts) for name, counts in sorted(by_function.items())}
-    stats.last_hour = await outcomes_last_hour(redis, queue)
+    stats.last_hour_by_function = await outcomes_last_hour(redis, queue)
+    totals: Counter[str] = Counter()
+    for outcomes in stats.last_hour_by_function.values():
+        totals.update(outcomes)
+    stats.last_hour = dict(sorted(totals.items()))
     return stats
 
 
@@ -257,21 +262,19 @@ def outcome_counter_key(queue: str, minute: int) -> str:
     return f"{queue}:stats:{minute}"
 
 
-async def outcomes_last_hour(
-    redis: Redis, queue: str, *, by_function: bool = False
-) -> dict[str, int]:
-    """Outcome -> count over the last 60 minutes ("outcome:function" keys with `by_function`)."""
+async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, int]]:
+    """function -> outcome -> count, over the last 60 minutes."""
     minute = int(time.time() // 60)
     async with redis.pipeline(transaction=False) as pipe:
         for back in range(60):
             pipe.hgetall(outcome_counter_key(queue, minute - back))
         buckets = await pipe.execute()
-    totals: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {}
     for bucket in buckets:
         for raw_field, raw_count in bucket.items():
-            name = raw_field.decode()
-            totals[name if by_function else name.partition(":")[0]] += int(raw_count)
-    return dict(sorted(totals.items()))
+            outcome, _, function = raw_field.decode().partition(":")
+            counts.setdefault(function, Counter())[outcome] += int(raw_count)
+    return {function: dict(sorted(c.items())) for function, c in sorted(counts.items())}
 
 
 async def list_jobs(

@@ -130,6 +130,10 @@ async def test_queue_counts_jobs_by_state_function_and_last_hour_outcome(
         "reserve_inventory": {"queued": 1},
         "send_confirmation": {"deferred": 1},
     }
+    assert queue["last_hour_by_function"] == {
+        "reserve_inventory": {"complete": 1, "failed": 1},
+        "send_confirmation": {"complete": 1, "failed": 1},
+    }
     table = await ctl("queue")
     assert table.exit_code == 0
     assert "orders:queue" in table.stdout
