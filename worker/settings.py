@@ -41,7 +41,8 @@ def queue_redis_settings(settings: AppSettings) -> RedisSettings:
     """
     redis_settings = RedisSettings.from_dsn(settings.redis_url.get_secret_value())
     redis_settings.conn_timeout = max(1, round(settings.redis_timeout_s))
-    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    # OSError too: a refused reconnect surfaces as one, and redis-py retries only what is listed.
+    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
     redis_settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20)
     return redis_settings
 
