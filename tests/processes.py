@@ -5,6 +5,7 @@ Output goes to a file rather than a pipe, so a chatty process can never block on
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,6 +43,9 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own process group, so that close() also reaches the processes it starts
+            # (`uvicorn --workers N` spawns N), which outlive a parent killed alone.
+            process_group=0,
         )
         return self
 
@@ -68,8 +72,9 @@ class ChildProcess:
         return self._log.read().decode(errors="replace")
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._log.close()
 
