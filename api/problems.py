@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.db import UNAVAILABLE_ERRORS
+from shared.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from shared.errors import DomainError
 from shared.schemas import Problem
 
@@ -139,6 +139,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    for error in UNAVAILABLE_ERRORS:
+    for error in (*UNAVAILABLE_ERRORS, *CONTENTION_ERRORS):
         app.add_exception_handler(error, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)

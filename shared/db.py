@@ -24,6 +24,15 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.ConnectionFailureError,
 )
 
+# A statement or lock timeout, a deadlock or a serialisation failure: the same work, tried again,
+# can succeed. A request answers 503 with Retry-After; a job retries.
+CONTENTION_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.QueryCanceledError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
@@ -67,5 +76,8 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
     except UNAVAILABLE_ERRORS as exc:
         log.warning("database_connection_lost", error=repr(exc))
         raise ServiceUnavailable("The database connection was lost; retry shortly.") from exc
+    except CONTENTION_ERRORS as exc:
+        log.warning("database_contention", error=repr(exc))
+        raise ServiceUnavailable("The database is busy; retry shortly.") from exc
     finally:
         await pool.release(conn)

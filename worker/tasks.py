@@ -13,12 +13,11 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import aiosmtplib
-import asyncpg
 import structlog
 from arq import Retry
 
 from shared import inventory, notifications
-from shared.db import UNAVAILABLE_ERRORS
+from shared.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from shared.dead_letters import record_dead_job
 from shared.errors import ServiceUnavailable
 from shared.jobs import JobName
@@ -32,12 +31,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ServiceUnavailable,
     *UNAVAILABLE_ERRORS,
     *REDIS_UNAVAILABLE_ERRORS,
-    # A statement or lock timeout, a deadlock or a serialisation failure: the same work can
-    # succeed on the next try.
-    asyncpg.QueryCanceledError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
+    *CONTENTION_ERRORS,
     aiosmtplib.SMTPException,
 )
 

@@ -141,3 +141,26 @@ async def test_keyed_orders_and_catalogue_lists_work_while_redis_is_down(
     assert retry.headers["idempotent-replayed"] == "true"
     assert listed.status_code == 200
     assert [p["id"] for p in listed.json()["data"]] == [product.id]
+
+
+async def test_a_statement_timeout_on_a_locked_row_is_503_and_writes_nothing(
+    settings: Settings,
+    client_key: str,
+    make_product: MakeProduct,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product()
+    # An operator's long transaction holds the product row: the order's foreign-key check waits
+    # on it until the statement timeout cancels the insert.
+    async with (
+        api_with(settings, db_statement_timeout_ms=300) as impatient_api,
+        db.acquire() as holder,
+        holder.transaction(),
+    ):
+        await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product.id)
+        response = await impatient_api.post(
+            "/v1/orders", json=order_body((product.id, 1)), headers=bearer(client_key)
+        )
+
+    assert_retry_later(response)
+    assert await count_rows(db) == {"orders": 0, "order_lines": 0, "outbox": 0}
