@@ -34,17 +34,19 @@ def display_prefix(api_key: str) -> str:
 
 
 class Authenticator:
-    """Resolves API keys to clients, caching hits in-process for `ttl_s` seconds.
+    """Resolves API keys to clients, caching answers in-process for `ttl_s` seconds.
 
     The cache keeps Postgres off the hot path of every request; the price is that a revoked key
-    keeps working for at most `ttl_s` seconds in each process.
+    keeps working for at most `ttl_s` seconds in each process. Unknown keys are cached too, so a
+    misconfigured client hammering with a bad key costs one lookup per TTL, not one per request
+    (a key cannot become valid meanwhile: new keys are fresh random tokens).
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl_s: float, max_entries: int = 10_000) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._cache: dict[bytes, tuple[float, Client]] = {}
+        self._cache: dict[bytes, tuple[float, Client | None]] = {}
 
     async def authenticate(self, api_key: str, acquire_timeout_s: float) -> Client | None:
         key_hash = hash_api_key(api_key)
@@ -56,10 +58,11 @@ class Authenticator:
             row = await clients_repo.find_active_by_key_hash(conn, key_hash)
         # The lookup is by hash already; comparing again in constant time guards against a
         # collation or index quirk ever matching a different value.
-        if row is None or not hmac.compare_digest(row.key_hash, key_hash):
-            self._cache.pop(key_hash, None)
-            return None
-        client = Client(id=row.id, name=row.name, is_admin=row.is_admin)
+        client = (
+            None
+            if row is None or not hmac.compare_digest(row.key_hash, key_hash)
+            else Client(id=row.id, name=row.name, is_admin=row.is_admin)
+        )
         if len(self._cache) >= self._max_entries:
             self._cache.clear()
         self._cache[key_hash] = (now + self._ttl_s, client)

@@ -211,6 +211,8 @@ async def test_no_secret_or_full_api_key_reaches_the_logs(
     db_password = "pg-" + secrets.token_hex(12)
     redis_password = "redis-" + secrets.token_hex(12)
     unknown_key = "ord_" + secrets.token_urlsafe(32)
+    # Unknown keys are cached like known ones; one never tried before has to reach Postgres.
+    uncached_key = "ord_" + secrets.token_urlsafe(32)
     # The test Postgres trusts loopback, so any password gets in. A Redis that asks for no
     # password refuses one: every cache call fails and is logged, with the URL at hand.
     server = ApiProcess(
@@ -243,7 +245,7 @@ async def test_no_secret_or_full_api_key_reaches_the_logs(
             ]
             pg_service.stop()
             try:
-                unavailable = await client.get("/v1/orders", headers=bearer(unknown_key))
+                unavailable = await client.get("/v1/orders", headers=bearer(uncached_key))
             finally:
                 pg_service.start()
         server.signal(signal.SIGTERM)
@@ -259,6 +261,14 @@ async def test_no_secret_or_full_api_key_reaches_the_logs(
     assert "cache_unavailable" in logs
     assert "database_unavailable" in logs
     # ...but hold none of the secrets that were at hand.
-    for secret in (db_password, redis_password, "smtp-secret", client_key, unknown_key):
+    secrets_at_hand = (
+        db_password,
+        redis_password,
+        "smtp-secret",
+        client_key,
+        unknown_key,
+        uncached_key,
+    )
+    for secret in secrets_at_hand:
         assert secret not in logs
     assert client_key[len("ord_") :] not in logs
