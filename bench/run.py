@@ -210,6 +210,13 @@ def _scenarios(seed: Seed, options: Options, miss_window: int) -> list[Scenario]
         Scenario("hello_2p", "scaling", "GET /hello, 2 processes", "hello2", fixed(s("/hello"))),
         Scenario("post_order_2p", "scaling", "POST /v1/orders, 2 processes", "api2", orders_script),
         Scenario(
+            "post_order_pool32",
+            "scaling",
+            "POST /v1/orders, pool of 32 instead of 10",
+            "api1_pool32",
+            orders_script,
+        ),
+        Scenario(
             "product_hit_2p",
             "scaling",
             "GET /v1/products/{id} cached, 2 processes",
@@ -330,6 +337,13 @@ def _start_servers(stack: Stack) -> dict[str, Server]:
     specs: list[tuple[str, Any, str, int, dict[str, str]]] = [
         ("api1", uvicorn_argv, "api.main:app", 1, {}),
         ("api2", uvicorn_argv, "api.main:app", 2, {}),
+        (
+            "api1_pool32",
+            uvicorn_argv,
+            "api.main:app",
+            1,
+            {"DB_POOL_MIN_SIZE": "32", "DB_POOL_MAX_SIZE": "32"},
+        ),
         ("hello1", uvicorn_argv, hello, 1, {}),
         ("hello2", uvicorn_argv, hello, 2, {}),
         ("granian_hello", granian_argv, hello, 1, {}),
