@@ -160,6 +160,8 @@ def write_report(
         "(`bench/stack.py`): uvicorn with uvloop and httptools, no access log, keep-alive 5 s.",
         "",
     ]
+    if results.notes:
+        lines += ["## Problems in this run", "", *[f"- {note}" for note in results.notes], ""]
     lines += _targets(f, results)
     lines += [
         "## The API against the framework's ceiling",
