@@ -198,6 +198,7 @@ def write_report(
                     "hello_2p",
                     "post_order",
                     "post_order_2p",
+                    "post_order_pool32",
                     "product_hit",
                     "product_hit_2p",
                     "hello_granian",
