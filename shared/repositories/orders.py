@@ -132,6 +132,30 @@ def _to_public(row: asyncpg.Record) -> OrderPublic:
     )
 
 
+def _order_parameters(
+    client_id: int,
+    customer: Customer,
+    lines: Sequence[PricedLine],
+    total_cents: int,
+    currency: str,
+    request_id: str | None,
+) -> tuple[object, ...]:
+    """$1..$11 of both order inserts, keyed or not: they share the order's part of the SQL."""
+    return (
+        client_id,
+        customer.email,
+        customer.name,
+        total_cents,
+        currency,
+        request_id,
+        [line.product_id for line in lines],
+        [line.quantity for line in lines],
+        [line.unit_price_cents for line in lines],
+        job_id_prefix(JobName.RESERVE_INVENTORY),
+        JobName.RESERVE_INVENTORY.value,
+    )
+
+
 async def insert_with_reservation_job(
     conn: asyncpg.Connection,
     *,
@@ -144,17 +168,7 @@ async def insert_with_reservation_job(
 ) -> tuple[int, datetime]:
     row = await conn.fetchrow(
         _INSERT_ORDER,
-        client_id,
-        customer.email,
-        customer.name,
-        total_cents,
-        currency,
-        request_id,
-        [line.product_id for line in lines],
-        [line.quantity for line in lines],
-        [line.unit_price_cents for line in lines],
-        job_id_prefix(JobName.RESERVE_INVENTORY),
-        JobName.RESERVE_INVENTORY.value,
+        *_order_parameters(client_id, customer, lines, total_cents, currency, request_id),
     )
     assert row is not None
     return row["id"], row["created_at"]
@@ -201,17 +215,7 @@ async def insert_keyed_with_reservation_job(
     stored it after `plan` was read; either way nothing was written."""
     row = await conn.fetchrow(
         _INSERT_KEYED_ORDER,
-        client_id,
-        customer.email,
-        customer.name,
-        total_cents,
-        currency,
-        request_id,
-        [line.product_id for line in lines],
-        [line.quantity for line in lines],
-        [line.unit_price_cents for line in lines],
-        job_id_prefix(JobName.RESERVE_INVENTORY),
-        JobName.RESERVE_INVENTORY.value,
+        *_order_parameters(client_id, customer, lines, total_cents, currency, request_id),
         key,
         idempotency_repo.LOCK_NAMESPACE,
         plan.order_id,
