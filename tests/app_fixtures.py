@@ -188,3 +188,9 @@ async def wait_for(
     async with asyncio.timeout(timeout_s):
         while not await condition():
             await asyncio.sleep(0.05)
+
+
+async def stock_of(db: asyncpg.Pool, product_id: int) -> int:
+    """The product's stock as committed in Postgres, bypassing every cache."""
+    stock: int = await db.fetchval("SELECT stock FROM products WHERE id = $1", product_id)
+    return stock

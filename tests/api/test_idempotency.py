@@ -10,7 +10,7 @@ import pytest
 
 from shared.schemas import ProductPublic
 from tests.api.test_orders import count_rows, order_body
-from tests.app_fixtures import JobRunner, bearer, wait_for
+from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
 from tests.processes import row_locked
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
@@ -293,7 +293,7 @@ async def test_a_retried_cancellation_replays_and_returns_stock_once(
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.content == first.content
     assert unkeyed.status_code == 409
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 5
+    assert await stock_of(db, product.id) == 5
 
 
 async def test_the_documented_header(api: httpx.AsyncClient) -> None:

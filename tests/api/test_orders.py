@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from shared.schemas import ProductPublic
-from tests.app_fixtures import JobRunner, bearer
+from tests.app_fixtures import JobRunner, bearer, stock_of
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -348,7 +348,7 @@ async def test_cancelling_a_pending_order(
     assert response.json()["status"] == "cancelled"
     assert response.json()["cancelled_at"] is not None
     # The reservation job found the order cancelled and left the stock alone.
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 5
+    assert await stock_of(db, product.id) == 5
     assert await db.fetchval("SELECT status FROM orders WHERE id = $1", placed["id"]) == "cancelled"
 
 
@@ -364,13 +364,13 @@ async def test_cancelling_a_confirmed_order_returns_its_stock(
         await api.post("/v1/orders", json=order_body((product.id, 2)), headers=bearer(client_key))
     ).json()
     await jobs.run_until_idle()
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
 
     response = await api.post(f"/v1/orders/{placed['id']}/cancel", headers=bearer(client_key))
 
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 5
+    assert await stock_of(db, product.id) == 5
     product_view = await api.get(f"/v1/products/{product.id}", headers=bearer(client_key))
     assert product_view.json()["stock"] == 5
 

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from shared.outbox import OutboxRelay
 from shared.schemas import ProductPublic
 from shared.settings import Settings
-from tests.app_fixtures import JobRunner, bearer
+from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker.context import WorkerContext
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
@@ -69,7 +69,7 @@ async def test_jobs_that_redis_lost_are_handed_over_again_and_run_once(
 
     statuses = dict(await db.fetch("SELECT id, status FROM orders"))
     assert statuses == {lost: "confirmed", done: "confirmed"}
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 2
 
 

@@ -20,7 +20,7 @@ from arq.jobs import Job
 from shared.jobs import JobName, job_id_for
 from shared.schemas import ProductPublic
 from shared.settings import Settings
-from tests.app_fixtures import JobRunner, bearer, wait_for
+from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
 from tests.processes import WorkerProcess, backends_waiting_for_a_lock, row_locked
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
@@ -93,7 +93,7 @@ async def test_a_worker_killed_while_reserving_stock_is_replaced_and_stock_is_ta
     result = await Job(job_id_for(JobName.RESERVE_INVENTORY, order_id), arq_redis).result_info()
     assert result is not None
     assert (result.success, result.job_try) == (True, 2)
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 1
 
 
@@ -143,7 +143,7 @@ async def test_a_worker_killed_between_smtp_acceptance_and_the_record_sends_one_
     message_ids = {message["Message-ID"] for message in mail_sink.messages}
     assert len(mail_sink.messages) == 2
     assert len(message_ids) == 1
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
 
 
 async def test_sigterm_lets_a_running_job_finish_and_requeues_one_that_cannot_in_time(

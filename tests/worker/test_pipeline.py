@@ -1,10 +1,7 @@
 """From accepted order to reserved stock and one confirmation email, on the real services."""
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,8 @@ from shared.outbox import OutboxRelay
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
 from shared.schemas import ProductPublic
 from shared.settings import Settings
-from tests.app_fixtures import JobRunner, bearer, wait_for
+from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
+from tests.processes import WorkerProcess
 from worker.context import WorkerContext
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
@@ -62,7 +60,7 @@ async def test_an_order_is_confirmed_and_one_email_is_sent(
     )
     assert order["status"] == "confirmed"
     assert order["confirmation_sent_at"] is not None
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 1
     message = mail_sink.messages[0]
     assert message["To"] == "ada@example.com"
@@ -93,7 +91,7 @@ async def test_running_the_jobs_again_changes_nothing(
 
     assert again == "confirmed"
     assert resent is False
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 3
+    assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 1
 
 
@@ -129,8 +127,8 @@ async def test_an_order_is_rejected_when_stock_is_short(
         f"Not enough stock for product {scarce.id} (requested 3, available 1)."
     )
     # All or nothing: the line that was in stock was not taken either.
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", plenty.id) == 10
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", scarce.id) == 1
+    assert await stock_of(db, plenty.id) == 10
+    assert await stock_of(db, scarce.id) == 1
     assert mail_sink.messages == []
 
 
@@ -160,7 +158,7 @@ async def test_100_concurrent_orders_never_oversell_stock_of_30(
     )
     assert statuses == {"confirmed": 30, "rejected": 70}
     assert sold == 30
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 0
+    assert await stock_of(db, product.id) == 0
     assert len(mail_sink.messages) == 30
     assert len({message["Message-ID"] for message in mail_sink.messages}) == 30
 
@@ -232,29 +230,22 @@ async def test_arq_worker_settings_runs_the_real_worker_process(
     make_product: MakeProduct,
     db: asyncpg.Pool,
     mail_sink: Any,
+    spawn_worker: Callable[..., WorkerProcess],
 ) -> None:
     product = await make_product(stock=5)
     order_id = await place(api, client_key, product.id, 1)
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "arq"), "worker.Settings"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "LOG_FORMAT": "json"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    worker = spawn_worker(LOG_FORMAT="json")
 
-        async def emailed() -> bool:
-            return bool(
-                await db.fetchval(
-                    "SELECT confirmation_sent_at IS NOT NULL FROM orders WHERE id = $1", order_id
-                )
+    async def emailed() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT confirmation_sent_at IS NOT NULL FROM orders WHERE id = $1", order_id
             )
+        )
 
-        await wait_for(emailed, timeout_s=30)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 0, output.decode()
+    await wait_for(emailed, timeout_s=30)
+    worker.signal(signal.SIGTERM)
+
+    assert worker.wait(30) == 0, worker.output()
     assert len(mail_sink.messages) == 1
-    assert b"worker_started" in output
+    assert "worker_started" in worker.output()

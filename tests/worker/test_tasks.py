@@ -19,7 +19,7 @@ from shared.errors import Conflict, NotFound
 from shared.jobs import JobName, job_id_for
 from shared.schemas import ProductPublic
 from shared.settings import Settings
-from tests.app_fixtures import JobRunner, bearer
+from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker import tasks
 from worker.context import WorkerContext
 
@@ -226,7 +226,7 @@ async def test_a_job_whose_tries_were_spent_by_dying_workers_is_recorded_without
     assert dead["error"] == "no try finished (worker killed or timed out)"
     assert dead["traceback"] is None
     assert await db.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == "pending"
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 5
+    assert await stock_of(db, product.id) == 5
 
 
 async def test_a_job_that_cannot_be_recorded_is_retried_until_it_can_be(
@@ -288,7 +288,7 @@ async def test_a_job_that_outlives_its_timeout_is_retried_and_then_succeeds(
     await run_queued_jobs(runner)
     await runner.run_until_idle()
     assert await db.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == "confirmed"
-    assert await db.fetchval("SELECT stock FROM products WHERE id = $1", product.id) == 4
+    assert await stock_of(db, product.id) == 4
     assert await dead_jobs(db) == []
 
 
