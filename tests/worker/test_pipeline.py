@@ -3,7 +3,6 @@
 import asyncio
 import signal
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,7 +21,6 @@ from tests.processes import WorkerProcess
 from worker.context import WorkerContext
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def order_body(product_id: int, quantity: int, email: str = "ada@example.com") -> dict[str, Any]:
