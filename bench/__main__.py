@@ -1,4 +1,5 @@
-"""`python -m bench [--smoke] [--rounds N] [--seconds S] [--soak-seconds S] [--out DIR]`.
+"""`python -m bench [--smoke] [--rounds N] [--seconds S] [--soak-seconds S] [--out DIR]`
+[--only A,B].
 
 Starts Postgres (durable commits), Redis and a mail sink on free loopback ports, the API and
 the claims apps under uvicorn and Granian, and ARQ workers; measures; writes DIR/performance.md
@@ -32,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "docs", help="report directory (%(default)s)"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenario names (and 'queues', 'soak'): run just those and print"
+        " their medians instead of writing the report",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -44,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         soak_s=args.soak_seconds if args.soak_seconds is not None else (0 if smoke else 300),
         smoke=smoke,
         crash_recovery_wait_s=0 if smoke else 40,
+        only=frozenset(name for name in args.only.split(",") if name),
     )
-    from bench.report import write_report
+    from bench.report import print_medians, write_report
 
     started = datetime.now(UTC)
     load_before = os.getloadavg()
@@ -58,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "RATE_LIMIT_PER_S": "1000000"}
         stack = start_stack(root, env)
         results = run(stack, options)
+        if options.only:
+            print_medians(results)
+            return 0
         report = write_report(
             args.out, stack, options, results, results.titles, started, load_before
         )

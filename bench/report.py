@@ -108,6 +108,32 @@ def _http_table(
     return rows
 
 
+def print_medians(results: Results) -> None:
+    """A partial run (`--only`): each scenario's medians, and CPU µs per request, on stdout."""
+    hello = results.http.get("hello")
+    hello_rps = median([r.rps for r in hello]) if hello else float("nan")
+    for name, runs in results.http.items():
+        rps = median([r.rps for r in runs])
+        server_us = median([r.server_cpu / r.rps * 1e6 for r in runs if r.rps])
+        postgres_us = median([r.postgres_cpu / r.rps * 1e6 for r in runs if r.rps])
+        print(
+            f"{name:28s} {rps:9,.0f} req/s  ratio {rps / hello_rps:5.2f}"
+            f"  p50 {median([r.p50_ms for r in runs]):6.2f} ms"
+            f"  p99 {median([r.p99_ms for r in runs]):7.2f} ms"
+            f"  CPU/request server {server_us:5.0f} µs, postgres {postgres_us:5.0f} µs",
+            flush=True,
+        )
+    for name, values in {**results.jobs, **results.orders_per_s}.items():
+        unit = (
+            "orders/s"
+            if name in results.orders_per_s and values is results.orders_per_s[name]
+            else "jobs/s"
+        )
+        print(f"{name:28s} {median(values):9,.0f} {unit}", flush=True)
+    if results.memory:
+        print(json.dumps({k: v for k, v in results.memory.items() if k != "samples"}), flush=True)
+
+
 def _verdict(condition: bool, yes: str, no: str) -> str:
     return yes if condition else no
 

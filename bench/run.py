@@ -44,6 +44,11 @@ class Options:
     soak_s: float
     smoke: bool
     crash_recovery_wait_s: float
+    # Scenario names to run, plus "queues" and "soak" for those phases; empty: everything.
+    only: frozenset[str] = frozenset()
+
+    def wants(self, name: str) -> bool:
+        return not self.only or name in self.only
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,7 @@ def _scenarios(seed: Seed, options: Options, miss_window: int) -> list[Scenario]
     ]
 
 
-def _start_servers(stack: Stack) -> dict[str, Server]:
+def _start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
     hello = "bench.claims_app:hello_app"
     specs: list[tuple[str, Any, str, int, dict[str, str]]] = [
         ("api1", uvicorn_argv, "api.main:app", 1, {}),
@@ -361,6 +366,8 @@ def _start_servers(stack: Stack) -> dict[str, Server]:
     ]
     servers = {}
     for name, argv_for, app, workers, env in specs:
+        if name not in needed:
+            continue
         _say(f"starting {name}: {app} x{workers}")
         servers[name] = stack.server(name, argv_for, app, workers, env)
     return servers
@@ -740,18 +747,22 @@ def run(stack: Stack, options: Options) -> Results:
             stack.postgres.url, miss_window * (options.rounds + 1), 50 if options.smoke else 1_000
         )
     )
-    servers = _start_servers(stack)
-    scenarios = _scenarios(seed, options, miss_window)
+    scenarios = [s for s in _scenarios(seed, options, miss_window) if options.wants(s.name)]
+    needed = {scenario.server for scenario in scenarios}
+    if options.wants("queues"):
+        needed.add("claims")
+    servers = _start_servers(stack, needed)
     results.titles = {scenario.name: scenario.title for scenario in scenarios}
     _run_http(stack, servers, scenarios, options, results)
     # A phase that fails is reported as such; the figures of the others are still worth having.
-    try:
-        _run_queues(stack, servers, seed, options, results)
-    except Exception as exc:
-        results.notes.append(f"The queue phase failed: {exc!r} (see the run directory's logs).")
-        _say(results.notes[-1])
-        return results
-    if options.soak_s > 0:
+    if options.wants("queues"):
+        try:
+            _run_queues(stack, servers, seed, options, results)
+        except Exception as exc:
+            results.notes.append(f"The queue phase failed: {exc!r} (see the run directory's logs).")
+            _say(results.notes[-1])
+            return results
+    if options.soak_s > 0 and options.wants("soak"):
         _say(f"soak: {options.soak_s:g} s of mixed load on one API process and one worker")
         try:
             _soak(stack, seed, options, results)
