@@ -40,6 +40,16 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
+async def _reset_connection(connection: asyncpg.Connection) -> None:
+    """Run by the pool on every release, in place of asyncpg's default reset query.
+
+    The default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a round trip per request, for session state this code never creates
+    (advisory locks are transaction-scoped, LISTEN has a connection of its own, nothing SETs).
+    asyncpg still rolls back a transaction left open (a request cancelled mid-way) before this.
+    """
+
+
 async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn=settings.database_url.get_secret_value(),
@@ -54,6 +64,7 @@ async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool
             "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 2),
         },
         init=_init_connection,
+        reset=_reset_connection,
     )
     assert pool is not None
     return pool
