@@ -13,6 +13,7 @@ from shared.auth import Authenticator, Client
 from shared.catalogue import ProductCache
 from shared.errors import Forbidden, TooManyRequests, Unauthorized
 from shared.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
+from shared.outbox import RelayWaker
 from shared.rate_limit import RateLimiter
 from shared.settings import Settings
 
@@ -27,6 +28,7 @@ class AppState:
     cache: ProductCache
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    relay_waker: RelayWaker
 
 
 # Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def`

@@ -17,6 +17,7 @@ from shared.catalogue import ProductCache
 from shared.db import create_pool
 from shared.logging import configure_logging
 from shared.metrics import mark_process_dead, record_pool
+from shared.outbox import RelayWaker
 from shared.rate_limit import RateLimiter
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache=cache,
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
             rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+            relay_waker=RelayWaker(pool, settings.db_pool_acquire_timeout_s),
         )
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await app.state.orders.relay_waker.close()
             await redis.aclose()
             await pool.close()
             mark_process_dead()

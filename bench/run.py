@@ -168,6 +168,8 @@ async def _insert_orders(
                 request_id=None,
             )
             order_ids.append(order_id)
+    # What the API's RelayWaker does after its commits: wake the workers' relays.
+    await conn.execute("SELECT pg_notify('outbox', '')")
     return order_ids
 
 

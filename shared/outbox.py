@@ -1,11 +1,12 @@
 """The outbox relay: hands jobs that committed transactions recorded over to ARQ.
 
-Writers insert outbox rows in the same transaction as the change that needs them and NOTIFY the
-`outbox` channel. The relay wakes on that notification (promptly after the commit), and also on a
-timer (the sweep) so that anything missed while Redis or the listener was down is delivered
-without anyone acting. Delivery is at least once; job ids derived from the order make ARQ drop a
-second copy, and the jobs themselves do nothing if their work is done. Jobs whose work is still not
-done long after they were handed over are handed over again, since Redis may have lost them.
+Writers insert outbox rows in the same transaction as the change that needs them and, after the
+commit, NOTIFY the `outbox` channel through a `RelayWaker`. The relay wakes on that notification
+(promptly after the commit), and also on a timer (the sweep) so that anything missed while Redis
+or the listener was down, or a notification lost to a crash, is delivered without anyone acting.
+Delivery is at least once; job ids derived from the order make ARQ drop a second copy, and the
+jobs themselves do nothing if their work is done. Jobs whose work is still not done long after
+they were handed over are handed over again, since Redis may have lost them.
 """
 
 import asyncio
@@ -28,6 +29,45 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
 _MAX_BACKOFF_S = 5.0
+
+
+class RelayWaker:
+    """Wakes the outbox relays after commits: one NOTIFY for however many commits came meanwhile.
+
+    Not a NOTIFY inside the committing transaction: Postgres serialises every committing
+    transaction that notified, through a database-wide lock held until its commit record is
+    flushed, so they cannot share a WAL flush. Measured on 64 connections inserting outbox rows:
+    4,200 commits/s with the NOTIFY inside, 9,500/s without (docs/performance.md). Writers call
+    `poke()` after their commit instead; one NOTIFY at a time is in flight, in a transaction
+    that writes nothing, and pokes that arrive meanwhile share the next one. A notification
+    lost (to a crash, or Postgres down) delays delivery until the relays' next sweep.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
+        self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+        self._poked = False
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self._poked = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._notify(), name="outbox-relay-waker")
+
+    async def _notify(self) -> None:
+        while self._poked:
+            self._poked = False
+            try:
+                async with connection(self._pool, self._acquire_timeout_s) as conn:
+                    await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+            except Exception as exc:  # the sweep delivers what this notification would have
+                log.warning("outbox_notify_failed", error=repr(exc))
+                return
+
+    async def close(self) -> None:
+        """Sends the notification still owed, if any; call before closing the pool."""
+        if self._task is not None:
+            await self._task
 
 
 class OutboxRelay:

@@ -40,12 +40,13 @@ async def create_order(
     response again and places no second order.
     """
     if idempotency_key is not None:
-        return _stored(
-            await orders.place_order_once(
-                state.pool, state.settings, client, body, request_id, idempotency_key
-            )
+        stored = await orders.place_order_once(
+            state.pool, state.settings, client, body, request_id, idempotency_key
         )
+        state.relay_waker.poke()
+        return _stored(stored)
     order = await orders.place_order(state.pool, state.settings, client, body, request_id)
+    state.relay_waker.poke()
     response.headers["Location"] = orders.order_location(order.id)
     return order
 

@@ -39,15 +39,15 @@ new_lines AS (
     FROM new_order
 )"""
 
-# One statement, so one atomic commit and one round trip: the order, its lines, the outbox row
-# for the inventory job, and a NOTIFY that wakes the outbox relay once the commit is visible.
+# One statement, so one atomic commit and one round trip: the order, its lines and the outbox row
+# for the inventory job. The relay is woken after the commit (shared.outbox.RelayWaker).
 _INSERT_ORDER = f"""
 WITH new_order AS (
     INSERT INTO orders (client_id, customer_email, customer_name, total_cents, currency, request_id)
     VALUES ($1, $2, $3, $4, $5, $6)
     RETURNING id, created_at
 ), {_LINES_AND_JOB}
-SELECT new_order.id, new_order.created_at, pg_notify('outbox', '') FROM new_order
+SELECT new_order.id, new_order.created_at FROM new_order
 """
 
 # Under an Idempotency-Key an order takes two round trips too. The first reads, before anything
@@ -81,7 +81,7 @@ WITH lock AS (
                                   response_body, response_location)
     SELECT $1, $12, $16, $17, $18, $19, $20 FROM new_order
 )
-SELECT new_order.id, pg_notify('outbox', '') FROM new_order
+SELECT new_order.id FROM new_order
 """
 
 

@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 from arq.connections import ArqRedis
 
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, RelayWaker
 from shared.schemas import ProductPublic
 from shared.settings import Settings
 from tests.app_fixtures import JobRunner, bearer, stock_of
@@ -102,3 +102,24 @@ async def test_jobs_redis_still_has_or_the_ledger_holds_are_not_handed_over_agai
     assert await relay.redeliver_lost() == 0  # ARQ has it again, and drops the copy
     assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{queued}") is not None
     assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{buried}") is None
+
+
+async def test_pokes_that_arrive_while_a_notification_is_in_flight_share_the_next_one(
+    worker_context: WorkerContext, settings: Settings
+) -> None:
+    heard: list[str] = []
+    listener = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await listener.add_listener("outbox", lambda *args: heard.append(args[2]))
+        waker = RelayWaker(worker_context.pool, settings.db_pool_acquire_timeout_s)
+        for _ in range(50):
+            waker.poke()
+        await asyncio.sleep(0)  # the first notification is on its way now
+        for _ in range(50):
+            waker.poke()
+        await waker.close()
+        await asyncio.sleep(0.2)  # notifications reach the listener asynchronously
+    finally:
+        await listener.close()
+    # The first 50 pokes share one notification, the 50 while it was in flight a second.
+    assert heard == ["outbox", "outbox"]
