@@ -53,6 +53,28 @@ class Service(Protocol):
     def kill(self) -> None: ...
 
 
+def _wait_until_group_gone(process_group: int, timeout: float = 10.0) -> None:
+    """Waits until no live process is left in the group (zombies do not count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _live_members(process_group):
+        time.sleep(0.02)
+
+
+def _live_members(process_group: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # it exited while we looked
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+        if int(pgrp) == process_group and state != "Z":
+            return True
+    return False
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
@@ -248,6 +270,10 @@ class _ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
+        # The server's helpers (Postgres backends) die a moment after it, and until they have,
+        # a new server on the same data directory refuses to start ("pre-existing shared memory
+        # block is still in use").
+        _wait_until_group_gone(self._process.pid)
         self._process = None
 
     def _spawn(self, argv: Sequence[str], os_user: OsUser | None = None) -> None:
