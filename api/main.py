@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
+from api.cached_reads import CachedProductReads
 from api.deps import AppState
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
@@ -76,7 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(products.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer.
+    # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer and
+    # the product reads answered from the in-process cache before routing.
+    app.add_middleware(CachedProductReads, route=products.product_route())
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, slow_request_s=settings.slow_request_s)
     return app

@@ -48,6 +48,14 @@ class Authenticator:
         self._max_entries = max_entries
         self._cache: dict[bytes, tuple[float, Client | None]] = {}
 
+    def cached_client(self, api_key: str) -> Client | None:
+        """The client of a key this cache holds as valid; None for anything else (unknown,
+        revoked, expired from the cache or never seen), without looking anything up."""
+        cached = self._cache.get(hash_api_key(api_key))
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        return cached[1]
+
     async def authenticate(self, api_key: str, acquire_timeout_s: float) -> Client | None:
         key_hash = hash_api_key(api_key)
         now = time.monotonic()

@@ -38,6 +38,7 @@ _PAGE_PREFIX = "catalogue:list:"
 INVALIDATION_CHANNEL = "catalogue:invalidate"
 ACK_CHANNEL = "catalogue:invalidate:ack"
 _LOCAL_MAX_ENTRIES = 100_000
+_LOCAL_HIT = CACHE_LOOKUPS.labels("hit")
 _MAX_BACKOFF_S = 5.0
 
 
@@ -95,15 +96,24 @@ class ProductCache:
 
     # --- the in-process tier ---------------------------------------------------------------
 
-    def local_get(self, key: str) -> bytes | None:
+    def local_peek(self, key: str) -> bytes | None:
+        """The local entry if it is current, without counting a hit."""
         if not self.local_enabled:
             return None
         entry = (self._local_pages if key.startswith(_PAGE_PREFIX) else self._local).get(key)
         if entry is None or entry[0] <= time.monotonic():
             return None
-        self.local_hits += 1
-        CACHE_LOOKUPS.labels("hit").inc()
         return entry[1]
+
+    def count_local_hit(self) -> None:
+        self.local_hits += 1
+        _LOCAL_HIT.inc()
+
+    def local_get(self, key: str) -> bytes | None:
+        payload = self.local_peek(key)
+        if payload is not None:
+            self.count_local_hit()
+        return payload
 
     def ticket(self) -> tuple[float, int]:
         """Taken before a read that may fill the local tier: when it started, which epoch."""
@@ -281,6 +291,11 @@ async def _cached(
         await cache.fill(key, generation, payload)
     cache.local_put(key, payload, ticket)
     return payload
+
+
+def local_product_json(cache: ProductCache, product_id: int) -> bytes | None:
+    """The product as JSON bytes if this process's tier holds it; no hit counted, no I/O."""
+    return cache.local_peek(_product_key(product_id))
 
 
 async def get_product_json(
