@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     db_max_inactive_connection_lifetime_s: float = Field(default=300.0, ge=0)
 
     redis_timeout_s: float = Field(default=1.0, gt=0)
+    # Connections each process may open to Redis (the cache, its pub/sub listener, the queue).
+    redis_pool_max_size: int = Field(default=32, ge=2)
     smtp_timeout_s: float = Field(default=10.0, gt=0)
 
     catalogue_cache_ttl_s: int = Field(default=60, gt=0)
