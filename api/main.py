@@ -14,7 +14,7 @@ from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
 from api.routes import health, metrics, orders, products
 from shared.auth import Authenticator
-from shared.catalogue import ProductCache
+from shared.catalogue import ProductCache, reload_products_ahead
 from shared.db import create_pool
 from shared.logging import configure_logging
 from shared.metrics import mark_process_dead, record_pool
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = await create_pool(settings, application_name="orders-api")
         redis = create_redis(settings)
         cache = ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s)
+        reload_products_ahead(pool, settings, cache)
         listener = asyncio.create_task(cache.listen(), name="catalogue-cache-listener")
         app.state.orders = AppState(
             settings=settings,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await cache.close()
             await app.state.orders.relay_waker.close()
             await redis.aclose()
             await pool.close()

@@ -4,6 +4,7 @@ The layer may only ever answer what the route would have answered, and must hand
 cannot decide in memory to the route.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -174,3 +175,26 @@ async def test_cached_reads_are_timed_under_their_route(
 
     assert route_calls == [product.id]
     assert await _product_reads_timed(api) == before + 3
+
+
+async def test_a_product_read_all_the_time_stays_cached_and_current(
+    settings: Settings,
+    client_key: str,
+    admin_key: str,
+    make_product: MakeProduct,
+    route_calls: list[int],
+) -> None:
+    product = await make_product(price_cents=100)
+    path = f"/v1/products/{product.id}"
+    async with api_with(settings, catalogue_local_ttl_s=0.4) as api:
+        # Three lifetimes of the entry, read every 50 ms: reloaded ahead, never missed.
+        for _ in range(24):
+            assert (await api.get(path, headers=bearer(client_key))).status_code == 200
+            await asyncio.sleep(0.05)
+        routed_before_the_write = list(route_calls)
+        patched = await api.patch(path, json={"price_cents": 200}, headers=bearer(admin_key))
+        read = await api.get(path, headers=bearer(client_key))
+
+    assert routed_before_the_write == [product.id]  # only the first read
+    assert patched.status_code == 200
+    assert read.json()["price_cents"] == 200

@@ -138,3 +138,32 @@ async def test_a_process_without_its_subscription_serves_nothing_locally(
         cut_off.local_put(KEY, b'{"stock": 5}', cut_off.ticket())
 
         assert cut_off.local_get(KEY) is None
+
+
+async def test_an_entry_read_late_in_its_life_is_reloaded_in_the_background_once(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings) as cache:
+        reloads: list[str] = []
+
+        async def reload(key: str) -> None:
+            reloads.append(key)
+            cache.local_put(key, b'{"stock": 4}', cache.ticket())
+
+        cache.reload_ahead(reload)
+        cache.local_put("catalogue:product:2", b'{"stock": 9}', cache.ticket())
+        # An entry whose reader started 60 % of its life ago.
+        _, epoch = cache.ticket()
+        cache.local_put(KEY, b'{"stock": 5}', (time.monotonic() - 0.6 * LOCAL_TTL_S, epoch))
+
+        served = [
+            cache.local_get(KEY),
+            cache.local_get(KEY),
+            cache.local_get("catalogue:product:2"),
+        ]
+        await asyncio.sleep(0.05)
+
+        # Still current, so still served while the one reload runs; the young entry is left be.
+        assert served == [b'{"stock": 5}', b'{"stock": 5}', b'{"stock": 9}']
+        assert reloads == [KEY]
+        assert cache.local_get(KEY) == b'{"stock": 4}'
