@@ -139,7 +139,7 @@ async def test_the_catalogue_cache_holds_nothing_client_specific(
     # The in-process tier in front of Redis, too.
     cache = app.state.orders.cache
     for entries in (cache._local, cache._local_pages):
-        cached.update({key.encode(): payload for key, (_, payload) in entries.items()})
+        cached.update({key.encode(): entry[-1] for key, entry in entries.items()})
 
     assert cached, "the reads above should have filled the cache"
     assert all(key.startswith(b"catalogue:") for key in cached)
