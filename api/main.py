@@ -16,6 +16,7 @@ from api.routes import health, metrics, orders, products
 from shared.auth import Authenticator
 from shared.catalogue import ProductCache, reload_products_ahead
 from shared.db import create_pool
+from shared.heap import freeze_startup_heap
 from shared.logging import configure_logging
 from shared.metrics import mark_process_dead, record_pool
 from shared.outbox import RelayWaker
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.
         pool_gauges = asyncio.create_task(_refresh_pool_gauges(pool), name="pool-gauges")
+        freeze_startup_heap()
         try:
             yield
         finally:
