@@ -7,6 +7,7 @@ not the bottleneck.
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,13 @@ end
     )
 
 
+def unique_tag(run_tag: str) -> str:
+    """The run tag made unique per script. Not Lua's math.random: wrk never seeds it, so every
+    script drew the same number, and two scenarios' orders shared Idempotency-Keys (the later
+    one replayed the earlier one's orders instead of placing its own)."""
+    return f"{run_tag}-{secrets.token_hex(6)}"
+
+
 def place_orders(api_key: str, run_tag: str, product_count: int, idempotency: bool) -> str:
     """POST /v1/orders, two lines each, every body and Idempotency-Key distinct."""
     extra = {"Content-Type": "application/json"}
@@ -86,7 +94,7 @@ def place_orders(api_key: str, run_tag: str, product_count: int, idempotency: bo
         _headers(api_key, extra)
         + f"""
 local n = 0
-local tag = {_lua_string(run_tag)} .. "-" .. math.random(1, 1000000000)
+local tag = {_lua_string(unique_tag(run_tag))}
 request = function()
   n = n + 1
   local a = 1 + (n % {product_count})
@@ -109,7 +117,7 @@ def mixed(api_key: str, run_tag: str, product_count: int, order_first: int, orde
         _headers(api_key, {"Content-Type": "application/json"})
         + f"""
 local n = 0
-local tag = {_lua_string(run_tag)} .. "-" .. math.random(1, 1000000000)
+local tag = {_lua_string(unique_tag(run_tag))}
 request = function()
   n = n + 1
   local kind = n % 4
