@@ -112,6 +112,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     mark_process_dead()
     worker: WorkerContext | None = ctx.get("worker")
     if worker is not None:
+        await worker.mailer.close()
         await worker.redis.aclose()
         await worker.pool.close()
 
