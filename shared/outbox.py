@@ -1,11 +1,13 @@
 """The outbox relay: hands jobs that committed transactions recorded over to ARQ.
 
-Writers insert outbox rows in the same transaction as the change that needs them and NOTIFY the
-`outbox` channel. The relay wakes on that notification (promptly after the commit), and also on a
-timer (the sweep) so that anything missed while Redis or the listener was down is delivered
-without anyone acting. Delivery is at least once; job ids derived from the order make ARQ drop a
-second copy, and the jobs themselves do nothing if their work is done. Jobs whose work is still not
-done long after they were handed over are handed over again, since Redis may have lost them.
+Writers insert outbox rows in the same transaction as the change that needs them. The relay wakes
+when told of a commit, by a NOTIFY on the `outbox` channel or, for the jobs of its own worker
+process, by a direct call to `wake` after the commit; and also on a timer (the sweep), so that
+anything missed while Redis or the listener was down, or written by another worker process, is
+delivered without anyone acting. Delivery is at least once; job ids derived from the order make
+ARQ drop a second copy, and the jobs themselves do nothing if their work is done. Jobs whose work
+is still not done long after they were handed over are handed over again, since Redis may have
+lost them.
 """
 
 import asyncio

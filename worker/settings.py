@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 import structlog
@@ -64,7 +65,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     worker = await create_worker_context(settings)
     ctx["settings"] = settings
-    ctx["worker"] = worker
     # The relay enqueues inside a database transaction, so it gets a queue connection of its
     # own that fails fast when Redis is down (the rows stay pending) rather than retrying.
     queue = await create_arq_pool(
@@ -74,6 +74,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["relay_queue"] = queue
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
+    # Jobs here write outbox rows without a NOTIFY (shared/inventory.py): they wake this relay.
+    worker = dataclasses.replace(worker, outbox_written=relay.wake)
+    ctx["worker"] = worker
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
     # The worker changes stock: it must hear the API processes acknowledge its invalidations.
     ctx["cache_listener"] = asyncio.create_task(worker.cache.listen(), name="cache-listener")
