@@ -33,5 +33,6 @@ async def reserve_stock(
     if status is OrderStatus.CONFIRMED:
         # Also when an earlier try confirmed the order: its worker may have died before it
         # invalidated (its statement commits even then, once its locks are granted).
-        await cache.invalidate_products(reservation.product_ids)
+        # Without waiting for other processes: no response waits on this (ProductCache).
+        await cache.invalidate_products(reservation.product_ids, wait=False)
     return status

@@ -78,8 +78,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     worker = dataclasses.replace(worker, outbox_written=relay.wake)
     ctx["worker"] = worker
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
-    # The worker changes stock: it must hear the API processes acknowledge its invalidations.
-    ctx["cache_listener"] = asyncio.create_task(worker.cache.listen(), name="cache-listener")
+    # No cache listener: the worker serves no product reads, and its own invalidations wait for
+    # no acknowledgement (shared/inventory.py), so subscribing would only make every API write
+    # wait for this process's acknowledgement too.
     monitor = WorkerMonitor(ctx["redis"], settings, worker.pool)
     ctx["monitor"] = monitor
     ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
@@ -96,7 +97,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for name in ("relay_task", "heartbeat_task", "cache_listener"):
+    for name in ("relay_task", "heartbeat_task"):
         task: asyncio.Task[None] | None = ctx.get(name)
         if task is not None:
             task.cancel()

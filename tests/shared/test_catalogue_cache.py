@@ -138,3 +138,25 @@ async def test_a_process_without_its_subscription_serves_nothing_locally(
         cut_off.local_put(KEY, b'{"stock": 5}', cut_off.ticket())
 
         assert cut_off.local_get(KEY) is None
+
+
+async def test_an_invalidation_without_waiting_reaches_every_process_soon_after(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings) as job, process(settings) as reader:
+        generation_key = "catalogue:product:1:gen"
+        _, generation = await reader.lookup(KEY, generation_key)
+        assert generation is not None
+        await reader.fill(KEY, generation, b'{"stock": 5}')
+        reader.local_put(KEY, b'{"stock": 5}', reader.ticket())
+
+        started = time.monotonic()
+        await job.invalidate_products([1], wait=False)
+
+        # The Redis tier at once...
+        assert (await reader.lookup(KEY, generation_key))[0] is None
+        # ...the other process's local tier when the message arrives, long before its TTL.
+        async with asyncio.timeout(LOCAL_TTL_S / 2):
+            while reader.local_get(KEY) is not None:
+                await asyncio.sleep(0.001)
+        assert time.monotonic() - started < LOCAL_TTL_S / 2
