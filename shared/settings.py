@@ -29,8 +29,9 @@ class Settings(BaseSettings):
 
     redis_timeout_s: float = Field(default=1.0, gt=0)
     smtp_timeout_s: float = Field(default=10.0, gt=0)
-    # SMTP connections each worker process keeps open and sends over, one message at a time each.
-    smtp_max_connections: int = Field(default=4, ge=1)
+    # SMTP connections each worker process keeps open and sends over, one message at a time each;
+    # no more than WORKER_MAX_JOBS are ever open, and fewer make email jobs queue for one.
+    smtp_max_connections: int = Field(default=20, ge=1)
 
     catalogue_cache_ttl_s: int = Field(default=60, gt=0)
     # The in-process tier in front of Redis (0 turns it off); also the longest a write waits for
