@@ -470,9 +470,13 @@ def _memory_section(results: Results, charts: dict[str, Path]) -> list[str]:
         "",
         f"![memory](./{charts['memory'].name})",
         "",
-        f"{memory['seconds']:g} s of mixed load (one order placed for every three reads) on one "
-        f"API process and one worker, {memory['requests']} requests, {memory['errors']} errors. "
-        "RSS after warm-up (the first tenth) and at the end:",
+        f"{memory['seconds']:g} s on one API process and one worker: orders placed at a fixed "
+        f"{memory['order_rate_per_s']:g}/s, below what one worker confirms, so that it keeps up "
+        f"({memory['orders_placed']} placed, {memory['order_errors']} errors, "
+        f"{memory['orders_late']} not sent for lack of a free connection; orders placed but not "
+        f"yet emailed: {memory['backlog_max']} at most, {memory['backlog_end']} at the end), and "
+        f"reads on the rest of the API's capacity ({memory['requests']} requests, "
+        f"{memory['errors']} errors). RSS after warm-up (the first tenth) and at the end:",
         "",
         "| process | after warm-up MiB | end MiB | growth |",
         "| --- | ---: | ---: | ---: |",
