@@ -130,8 +130,17 @@ def print_medians(results: Results) -> None:
             else "jobs/s"
         )
         print(f"{name:28s} {median(values):9,.0f} {unit}", flush=True)
+    if "e2e_1w" in results.jobs and "noop_1w" in results.jobs:
+        ratio = median(results.jobs["e2e_1w"]) / median(results.jobs["noop_1w"])
+        print(f"{'e2e_1w / noop_1w':28s} {ratio:9.2f}", flush=True)
     if results.memory:
         print(json.dumps({k: v for k, v in results.memory.items() if k != "samples"}), flush=True)
+        for s in results.memory["samples"]:
+            print(
+                f"  t {s['t_s']:6.1f} s  worker {s['worker_mb']:6.1f} MiB  api {s['api_mb']:6.1f}"
+                f" MiB  backlog {s['backlog']}",
+                flush=True,
+            )
 
 
 def _verdict(condition: bool, yes: str, no: str) -> str:

@@ -581,27 +581,26 @@ def _crash_queue(
     )
 
 
+async def _settle(stack: Stack) -> None:
+    """Orders placed so far (seeded, or by the HTTP scenarios) are not part of what follows."""
+    conn = await asyncpg.connect(stack.postgres.url, timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
+            # The relay re-delivers the jobs of orders still pending (shared/outbox.py): close
+            # them, or the workers would work through them in the middle of a measurement.
+            await conn.execute(
+                "UPDATE orders SET status = 'cancelled', cancelled_at = now()"
+                " WHERE status = 'pending'"
+            )
+    finally:
+        await conn.close()
+
+
 def _run_queues(
     stack: Stack, servers: dict[str, Server], seed: Seed, options: Options, results: Results
 ) -> None:
-    # Orders placed by the HTTP scenarios are not part of this: hand their jobs over as done.
-    async def settle() -> None:
-        conn = await asyncpg.connect(stack.postgres.url, timeout=10)
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL"
-                )
-                # The relay re-delivers the jobs of orders still pending (shared/outbox.py):
-                # close them, or the workers would work through the HTTP scenarios' orders.
-                await conn.execute(
-                    "UPDATE orders SET status = 'cancelled', cancelled_at = now()"
-                    " WHERE status = 'pending'"
-                )
-        finally:
-            await conn.close()
-
-    asyncio.run(settle())
+    asyncio.run(_settle(stack))
     worker1 = stack.worker("worker1", "worker.Settings")
     noop1 = stack.worker("noop1", "bench.noop_worker.Settings", {"BENCH_NOOP_QUEUE": "bench:noop1"})
     noop2 = [
@@ -729,6 +728,7 @@ def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
     import subprocess
     import threading
 
+    asyncio.run(_settle(stack))
     api = stack.server("api_soak", uvicorn_argv, "api.main:app", 1)
     worker = next((c for c in stack.children if c.name == "worker1"), None)
     if worker is None:  # the queue phase did not run
