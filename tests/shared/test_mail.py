@@ -41,11 +41,14 @@ async def test_messages_travel_over_a_connection_kept_open(
     try:
         for n in range(5):
             await mailer.send(message(n))
-        await asyncio.gather(*(mailer.send(message(n)) for n in range(5, 25)))
+        one_after_another = len(opened)
+        await asyncio.gather(*(mailer.send(message(n)) for n in range(5, 45)))
     finally:
         await mailer.close()
 
-    assert len(mail_sink.wait_for(25)) == 25
+    assert len(mail_sink.wait_for(45)) == 45
+    assert one_after_another == 1
+    # Concurrent sends open more, up to the limit, and no more.
     assert 1 <= len(opened) <= settings.smtp_max_connections
 
 
