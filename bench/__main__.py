@@ -33,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--soak-order-rate",
         type=float,
-        help="orders per second during the soak (half what one worker confirmed in the queue"
-        " phase; 50 without it)",
+        help="orders per second during the soak (50: one worker keeps up beside the API's reads)",
     )
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "docs", help="report directory (%(default)s)"
