@@ -31,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--soak-seconds", type=float, help="memory soak length (300; smoke 0 = no soak)"
     )
     parser.add_argument(
+        "--soak-order-rate",
+        type=float,
+        help="orders per second during the soak (50: one worker keeps up beside the API's reads)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "docs", help="report directory (%(default)s)"
     )
     parser.add_argument(
@@ -51,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         soak_s=args.soak_seconds if args.soak_seconds is not None else (0 if smoke else 300),
         smoke=smoke,
         crash_recovery_wait_s=0 if smoke else 40,
+        soak_order_rate=args.soak_order_rate,
         only=frozenset(name for name in args.only.split(",") if name),
     )
     from bench.report import print_medians, write_report

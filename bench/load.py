@@ -111,24 +111,18 @@ end
     )
 
 
-def mixed(api_key: str, run_tag: str, product_count: int, order_first: int, orders: int) -> str:
-    """The soak: one order placed for every three reads (a product, an order, a page)."""
+def reads(api_key: str, product_count: int, order_first: int, orders: int) -> str:
+    """The soak's reads, in turn: a product, an order, a page of orders."""
     return (
-        _headers(api_key, {"Content-Type": "application/json"})
+        _headers(api_key)
         + f"""
 local n = 0
-local tag = {_lua_string(unique_tag(run_tag))}
 request = function()
   n = n + 1
-  local kind = n % 4
+  local kind = n % 3
   if kind == 0 then
-    local a = 1 + (n % {product_count})
-    local body = '{{"customer":{{"email":"s' .. n .. '@' .. tag .. '.example.com",' ..
-      '"name":"Soak ' .. n .. '"}},"items":[{{"product_id":' .. a .. ',"quantity":1}}]}}'
-    return wrk.format("POST", "/v1/orders", nil, body)
-  elseif kind == 1 then
     return wrk.format("GET", "/v1/products/" .. (1 + (n % {product_count})))
-  elseif kind == 2 then
+  elseif kind == 1 then
     return wrk.format("GET", "/v1/orders/" .. ({order_first} + (n % {orders})))
   end
   return wrk.format("GET", "/v1/orders?limit=50")

@@ -130,8 +130,17 @@ def print_medians(results: Results) -> None:
             else "jobs/s"
         )
         print(f"{name:28s} {median(values):9,.0f} {unit}", flush=True)
+    if "e2e_1w" in results.jobs and "noop_1w" in results.jobs:
+        ratio = median(results.jobs["e2e_1w"]) / median(results.jobs["noop_1w"])
+        print(f"{'e2e_1w / noop_1w':28s} {ratio:9.2f}", flush=True)
     if results.memory:
         print(json.dumps({k: v for k, v in results.memory.items() if k != "samples"}), flush=True)
+        for s in results.memory["samples"]:
+            print(
+                f"  t {s['t_s']:6.1f} s  worker {s['worker_mb']:6.1f} MiB  api {s['api_mb']:6.1f}"
+                f" MiB  backlog {s['backlog']}",
+                flush=True,
+            )
 
 
 def _verdict(condition: bool, yes: str, no: str) -> str:
@@ -470,9 +479,13 @@ def _memory_section(results: Results, charts: dict[str, Path]) -> list[str]:
         "",
         f"![memory](./{charts['memory'].name})",
         "",
-        f"{memory['seconds']:g} s of mixed load (one order placed for every three reads) on one "
-        f"API process and one worker, {memory['requests']} requests, {memory['errors']} errors. "
-        "RSS after warm-up (the first tenth) and at the end:",
+        f"{memory['seconds']:g} s on one API process and one worker: orders placed at a fixed "
+        f"{memory['order_rate_per_s']:g}/s, below what one worker confirms, so that it keeps up "
+        f"({memory['orders_placed']} placed, {memory['order_errors']} errors, "
+        f"{memory['orders_late']} not sent for lack of a free connection; orders placed but not "
+        f"yet emailed: {memory['backlog_max']} at most, {memory['backlog_end']} at the end), and "
+        f"reads on the rest of the API's capacity ({memory['requests']} requests, "
+        f"{memory['errors']} errors). RSS after warm-up (the first tenth) and at the end:",
         "",
         "| process | after warm-up MiB | end MiB | growth |",
         "| --- | ---: | ---: | ---: |",

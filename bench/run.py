@@ -6,6 +6,7 @@ rather than on whichever ran at that moment. Figures are medians over rounds.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -46,6 +47,8 @@ class Options:
     soak_s: float
     smoke: bool
     crash_recovery_wait_s: float
+    # Orders per second the soak places; None: SOAK_DEFAULT_ORDER_RATE.
+    soak_order_rate: float | None = None
     # Scenario names to run, plus "queues" and "soak" for those phases; empty: everything.
     only: frozenset[str] = frozenset()
 
@@ -576,27 +579,26 @@ def _crash_queue(
     )
 
 
+async def _settle(stack: Stack) -> None:
+    """Orders placed so far (seeded, or by the HTTP scenarios) are not part of what follows."""
+    conn = await asyncpg.connect(stack.postgres.url, timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
+            # The relay re-delivers the jobs of orders still pending (shared/outbox.py): close
+            # them, or the workers would work through them in the middle of a measurement.
+            await conn.execute(
+                "UPDATE orders SET status = 'cancelled', cancelled_at = now()"
+                " WHERE status = 'pending'"
+            )
+    finally:
+        await conn.close()
+
+
 def _run_queues(
     stack: Stack, servers: dict[str, Server], seed: Seed, options: Options, results: Results
 ) -> None:
-    # Orders placed by the HTTP scenarios are not part of this: hand their jobs over as done.
-    async def settle() -> None:
-        conn = await asyncpg.connect(stack.postgres.url, timeout=10)
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL"
-                )
-                # The relay re-delivers the jobs of orders still pending (shared/outbox.py):
-                # close them, or the workers would work through the HTTP scenarios' orders.
-                await conn.execute(
-                    "UPDATE orders SET status = 'cancelled', cancelled_at = now()"
-                    " WHERE status = 'pending'"
-                )
-        finally:
-            await conn.close()
-
-    asyncio.run(settle())
+    asyncio.run(_settle(stack))
     worker1 = stack.worker("worker1", "worker.Settings")
     noop1 = stack.worker("noop1", "bench.noop_worker.Settings", {"BENCH_NOOP_QUEUE": "bench:noop1"})
     noop2 = [
@@ -663,15 +665,76 @@ def _run_queues(
 # --- memory soak --------------------------------------------------------------------------------
 
 
+# One worker confirmed 200-300 orders/s in the queue phase, with the machine to itself; beside
+# an API serving reads flat out it kept up with 50/s (backlog 2-15) and not with 100/s
+# (bench/findings.md), so the queue phase's figure is no guide to what is sustainable here.
+SOAK_DEFAULT_ORDER_RATE = 50.0
+
+
+async def _feed_orders(
+    url: str, seed: Seed, rate: float, seconds: float, counts: dict[str, int]
+) -> None:
+    """POST /v1/orders at a fixed rate, on a schedule that does not wait for the answers.
+
+    Open loop, as wrk2 paces: order n is sent at start + n / rate whatever happened to order
+    n - 1, so a slow API or worker shows as a backlog, not as a lower rate. At most 64 requests
+    are in flight; an order due while they all are is counted as `late` and not sent.
+    """
+    import httpx
+
+    in_flight: set[asyncio.Task[None]] = set()
+    headers = {"Authorization": f"Bearer {seed.api_key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+
+        async def place(n: int) -> None:
+            body = {
+                "customer": {"email": f"soak{n}@soak.example.com", "name": f"Soak {n}"},
+                "items": [{"product_id": seed.hot_first + n % HOT_PRODUCTS, "quantity": 1}],
+            }
+            try:
+                response = await client.post("/v1/orders", json=body)
+                counts["placed" if response.status_code == 201 else "errors"] += 1
+            except httpx.HTTPError:
+                counts["errors"] += 1
+
+        started = time.monotonic()
+        for n in range(int(rate * seconds)):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= 64:
+                counts["late"] += 1
+                continue
+            task = asyncio.create_task(place(n))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+
+
 def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
-    """RSS of the API and the worker under a mixed load, sampled from warm-up to the end."""
+    """RSS of the API and the worker under steady load, sampled from warm-up to the end.
+
+    Orders arrive at a fixed rate below what one worker confirms (SOAK_DEFAULT_ORDER_RATE), so the
+    worker keeps up and its memory is that of a steady state, not of a growing backlog; reads
+    (a product, an order, a page) fill the rest of the API's capacity. The backlog (orders
+    placed, confirmation not yet received) is sampled with the memory, to show it stays flat.
+    """
+    import subprocess
+    import threading
+
+    asyncio.run(_settle(stack))
     api = stack.server("api_soak", uvicorn_argv, "api.main:app", 1, PRODUCTION_POOL)
-    worker = next(c for c in stack.children if c.name == "worker1")
+    worker = next((c for c in stack.children if c.name == "worker1"), None)
+    if worker is None:  # the queue phase did not run
+        worker = stack.worker("worker1", "worker.Settings")
+        _wait_for_log(worker, "worker_started")
+    rate = options.soak_order_rate or SOAK_DEFAULT_ORDER_RATE
+    _say(f"soak: {rate:.0f} orders/s, reads on the rest of the API's capacity")
     wrk = load.ensure_wrk()
     script = stack.root / "lua" / "soak.lua"
-    script.write_text(
-        load.mixed(seed.api_key, "soak", HOT_PRODUCTS, seed.order_first, seed.order_count)
-    )
+    script.write_text(load.reads(seed.api_key, HOT_PRODUCTS, seed.order_first, seed.order_count))
+    counts = {"placed": 0, "errors": 0, "late": 0}
+    mailed_before = stack.mail_count()
     samples: list[dict[str, float]] = []
     started = time.monotonic()
 
@@ -681,13 +744,11 @@ def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
                 "t_s": round(time.monotonic() - started, 1),
                 "api_mb": tree_rss_bytes(api.pid) / 2**20,
                 "worker_mb": tree_rss_bytes(worker.pid) / 2**20,
+                "backlog": counts["placed"] - (stack.mail_count() - mailed_before),
             }
         )
 
     sample()
-    import subprocess
-    import threading
-
     process = subprocess.Popen(
         [
             wrk,
@@ -703,6 +764,11 @@ def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    feeder = threading.Thread(
+        target=lambda: asyncio.run(_feed_orders(api.url, seed, rate, options.soak_s, counts)),
+        daemon=True,
+    )
+    feeder.start()
     stop = threading.Event()
 
     def sampler() -> None:
@@ -712,9 +778,18 @@ def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
     output, _ = process.communicate(timeout=options.soak_s + 60)
+    feeder.join(timeout=60)
     stop.set()
     thread.join()
     sample()
+    load_stopped = time.monotonic()
+
+    async def all_mailed() -> bool:
+        return stack.mail_count() - mailed_before >= counts["placed"]
+
+    drained_s: float | None = None
+    with contextlib.suppress(TimeoutError):
+        drained_s = asyncio.run(_wait_until(all_mailed, 120, "the soak's emails")) - load_stopped
     lines = [line for line in output.splitlines() if line.startswith("BENCH_JSON ")]
     summary = json.loads(lines[-1].removeprefix("BENCH_JSON ")) if lines else {}
     # Warm-up: the first tenth of the soak (pools filled, caches and allocator arenas grown).
@@ -724,6 +799,13 @@ def _soak(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         "seconds": options.soak_s,
         "requests": summary.get("requests"),
         "errors": sum(v for k, v in summary.items() if k.endswith("_errors")),
+        "order_rate_per_s": round(rate, 1),
+        "orders_placed": counts["placed"],
+        "order_errors": counts["errors"],
+        "orders_late": counts["late"],
+        "backlog_end": end["backlog"],
+        "backlog_max": max(s["backlog"] for s in samples),
+        "drained_after_s": None if drained_s is None else round(drained_s, 1),
         "samples": samples,
         "api_warm_mb": warm["api_mb"],
         "api_end_mb": end["api_mb"],
@@ -761,7 +843,7 @@ def run(stack: Stack, options: Options) -> Results:
             _say(results.notes[-1])
             return results
     if options.soak_s > 0 and options.wants("soak"):
-        _say(f"soak: {options.soak_s:g} s of mixed load on one API process and one worker")
+        _say(f"soak: {options.soak_s:g} s on one API process and one worker")
         try:
             _soak(stack, seed, options, results)
         except Exception as exc:

@@ -37,6 +37,8 @@ _PAGE_PREFIX = "catalogue:list:"
 # Invalidations between processes' local tiers, and their acknowledgements.
 INVALIDATION_CHANNEL = "catalogue:invalidate"
 ACK_CHANNEL = "catalogue:invalidate:ack"
+# The nonce of an invalidation whose sender waits for no acknowledgement.
+_NO_ACK = "-"
 _LOCAL_MAX_ENTRIES = 100_000
 # The share of an entry's life after which reading it reloads it in the background.
 _RELOAD_AFTER = 0.5
@@ -83,6 +85,13 @@ class ProductCache:
     it every hot product expired every `local_ttl_s` and its readers queued for Redis together
     (cached-read p99 ~100 ms against 12 ms with no expiry; docs/performance.md). The reload is a
     reader like any other, with its own ticket, so the guarantee above is unchanged.
+
+    A write that answers nobody (a job taking stock for an order) need not wait: its change is
+    visible in Postgres (the order `confirmed`) before any invalidation could be, so waiting
+    would not make a later read fresh for anyone. It invalidates with `wait=False`: the Redis
+    tier at once, the other processes' local tiers as soon as the message reaches them
+    (normally within a millisecond), and in any case within `local_ttl_s`, as their entries
+    expire (bench/findings.md).
     """
 
     def __init__(self, redis: Redis, ttl_s: int, local_ttl_s: float = 0.0) -> None:
@@ -215,7 +224,8 @@ class ProductCache:
         elif kind == "message" and channel == INVALIDATION_CHANNEL.encode():
             nonce, _, ids = data.decode().partition(" ")
             self._drop_local([int(i) for i in ids.split(",") if i])
-            await self._redis.publish(ACK_CHANNEL, nonce)
+            if nonce != _NO_ACK:
+                await self._redis.publish(ACK_CHANNEL, nonce)
         elif kind == "message" and channel == ACK_CHANNEL.encode():
             nonce = data.decode()
             event = self._ack_events.get(nonce)
@@ -300,14 +310,29 @@ class ProductCache:
         except REDIS_UNAVAILABLE_ERRORS as exc:
             log.warning("cache_unavailable", error=repr(exc))
 
-    async def invalidate_products(self, product_ids: Sequence[int]) -> None:
+    async def invalidate_products(self, product_ids: Sequence[int], *, wait: bool = True) -> None:
         """Call after the write has committed. If Redis is unreachable the entries expire by TTL.
 
-        Returns once no process can serve the old value from its local tier (see the class).
+        Returns once no process can serve the old value from its local tier (see the class);
+        with `wait=False`, once the Redis tier is invalidated and the other processes are told.
         """
         self._drop_local(product_ids)
         tokens = {_product_generation_key(pid): secrets.token_hex(8) for pid in product_ids}
         tokens[_LIST_GENERATION_KEY] = secrets.token_hex(8)
+        if not wait and self._local_ttl_s > 0:
+            message = _NO_ACK + " " + ",".join(map(str, product_ids))
+            try:
+                # One round trip for both; nobody acknowledges an invalidation sent this way.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.mset(tokens)
+                    pipe.publish(INVALIDATION_CHANNEL, message)
+                    await pipe.execute()
+            except REDIS_UNAVAILABLE_ERRORS as exc:
+                # Local entries elsewhere expire within local_ttl_s, Redis entries by their TTL.
+                log.warning(
+                    "cache_invalidation_failed", product_ids=list(product_ids), error=repr(exc)
+                )
+            return
         try:
             await self._redis.mset(tokens)
         except REDIS_UNAVAILABLE_ERRORS as exc:

@@ -5,11 +5,8 @@ import asyncpg
 from shared.catalogue import ProductCache
 from shared.db import connection
 from shared.errors import PermanentJobError
-from shared.jobs import JobName
 from shared.models import OrderStatus
-from shared.repositories import orders as orders_repo
-from shared.repositories import outbox as outbox_repo
-from shared.repositories import products as products_repo
+from shared.repositories import reservations
 from shared.settings import Settings
 
 
@@ -24,29 +21,18 @@ async def reserve_stock(
 
     Idempotent: an order that is no longer pending is left as it is. The order row is locked
     first and product rows in id order, so concurrent reservations and cancellations serialise
-    without deadlocks, and the CHECK constraint keeps stock from ever going negative.
+    without deadlocks, and the CHECK constraint keeps stock from ever going negative. A
+    confirmed order's confirmation job is in the outbox when this returns; no NOTIFY announces
+    it (the worker wakes its own relay: worker.tasks).
     """
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn, conn.transaction():
-        order = await orders_repo.lock(conn, order_id)
-        if order is None:
-            raise PermanentJobError(f"order {order_id} does not exist")
-        if order.status is not OrderStatus.PENDING:
-            return order.status
-        stock = await products_repo.lock_stock(conn, order.product_ids)
-        shortages = [
-            f"product {product_id} (requested {quantity}, available {stock.get(product_id, 0)})"
-            for product_id, quantity in zip(order.product_ids, order.quantities, strict=True)
-            if stock.get(product_id, 0) < quantity
-        ]
-        if shortages:
-            await orders_repo.mark_rejected(
-                conn, order_id, "Not enough stock for " + ", ".join(shortages) + "."
-            )
-            return OrderStatus.REJECTED
-        await products_repo.add_stock(
-            conn, order.product_ids, [-quantity for quantity in order.quantities]
-        )
-        await orders_repo.mark_confirmed(conn, order_id)
-        await outbox_repo.add_order_job(conn, JobName.SEND_CONFIRMATION, order_id, request_id)
-    await cache.invalidate_products(order.product_ids)
-    return OrderStatus.CONFIRMED
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        reservation = await reservations.reserve(conn, order_id, request_id)
+    if reservation is None:
+        raise PermanentJobError(f"order {order_id} does not exist")
+    status = reservation.after or reservation.before
+    if status is OrderStatus.CONFIRMED:
+        # Also when an earlier try confirmed the order: its worker may have died before it
+        # invalidated (its statement commits even then, once its locks are granted).
+        # Without waiting for other processes: no response waits on this (ProductCache).
+        await cache.invalidate_products(reservation.product_ids, wait=False)
+    return status

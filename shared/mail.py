@@ -1,7 +1,11 @@
 """Confirmation emails, sent over SMTP with a timeout and a Message-ID derived from the order."""
 
+import asyncio
+import contextlib
 import socket
-from email.message import EmailMessage
+import time
+from email.charset import QP, Charset
+from email.message import EmailMessage, Message
 from email.utils import formatdate
 from urllib.parse import unquote, urlsplit
 
@@ -10,29 +14,51 @@ import aiosmtplib
 from shared.schemas import OrderPublic
 from shared.settings import Settings
 
+# Non-ASCII bodies (a customer's name) stay readable on the wire, and need no 8BITMIME.
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP
+# A pooled connection idle longer than this is dropped rather than reused: servers close idle
+# connections after a few minutes (RFC 5321 asks for at least 5), and reusing one they closed
+# would fail the send.
+_IDLE_LIMIT_S = 30.0
+
 
 def confirmation_message_id(order_id: int, domain: str) -> str:
     """Stable per order: if a confirmation is ever sent twice, receivers can drop the copy."""
     return f"<order-{order_id}-confirmation@{domain}>"
 
 
-def confirmation_message(order: OrderPublic, settings: Settings) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = settings.mail_from
-    message["To"] = str(order.customer.email)
-    message["Subject"] = f"Your order {order.id} is confirmed"
-    message["Message-ID"] = confirmation_message_id(order.id, settings.message_id_domain)
-    message["Date"] = formatdate(localtime=False, usegmt=True)
+def confirmation_message(order: OrderPublic, settings: Settings) -> Message:
     lines = "\n".join(
         f"  {line.quantity} x product {line.product_id} at"
         f" {_format_money(line.unit_price_cents, order.currency)}"
         for line in order.items
     )
-    message.set_content(
+    body = (
         f"Hello {order.customer.name},\n\n"
         f"we have reserved everything in your order {order.id}:\n\n{lines}\n\n"
         f"Total: {_format_money(order.total_cents, order.currency)}\n"
     )
+    headers = {
+        "From": settings.mail_from,
+        "To": str(order.customer.email),
+        "Subject": f"Your order {order.id} is confirmed",
+        "Message-ID": confirmation_message_id(order.id, settings.message_id_domain),
+        "Date": formatdate(localtime=False, usegmt=True),
+    }
+    message: Message
+    if all(value.isascii() for value in headers.values()):
+        # The legacy (compat32) message stores headers as given; EmailMessage parses every one
+        # of them (addresses, the date) when it is set, which was 16 % of the worker's CPU in
+        # the end-to-end benchmark (bench/findings.md). ASCII headers need no encoding either way.
+        message = Message()
+        message.set_payload(body, "us-ascii" if body.isascii() else _UTF8)
+    else:
+        # Non-ASCII addresses or a non-ASCII display name: EmailMessage encodes them properly.
+        message = EmailMessage()
+        message.set_content(body)
+    for name, value in headers.items():
+        message[name] = value
     return message
 
 
@@ -41,6 +67,14 @@ def _format_money(cents: int, currency: str) -> str:
 
 
 class Mailer:
+    """Sends over a few long-lived SMTP connections instead of one connection per message.
+
+    A new connection costs a TCP handshake, the greeting, EHLO, possibly STARTTLS and AUTH, and
+    QUIT: more round trips than the message itself. Connections are kept while they work; one
+    that fails in any way is closed and not reused, so an error never leaves a conversation in
+    an unknown state for the next message. Each command keeps the `SMTP_TIMEOUT_S` timeout.
+    """
+
     def __init__(self, settings: Settings) -> None:
         parts = urlsplit(settings.smtp_url)
         self._hostname = settings.smtp_host
@@ -50,12 +84,46 @@ class Mailer:
         self._password = unquote(parts.password) if parts.password else None
         self._timeout_s = settings.smtp_timeout_s
         # Our EHLO name, looked up once: left to aiosmtplib it is socket.getfqdn() in a thread
-        # for every message (docs/performance.md).
+        # for every connection (docs/performance.md).
         self._local_hostname = socket.getfqdn()
+        self._slots = asyncio.Semaphore(settings.smtp_max_connections)
+        # Idle connections and when each was last used; the most recently used is taken first.
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
-    async def send(self, message: EmailMessage) -> None:
-        await aiosmtplib.send(
-            message,
+    async def send(self, message: Message) -> None:
+        async with self._slots:
+            smtp, reused = self._take_idle(), True
+            if smtp is None:
+                smtp, reused = await self._connect(), False
+            try:
+                await smtp.send_message(message)
+            except aiosmtplib.SMTPServerDisconnected:
+                smtp.close()
+                if not reused:
+                    raise
+                # The server closed a connection we kept (an idle timeout, a restart) before
+                # we noticed: once more, on a new connection.
+                smtp = await self._connect()
+                try:
+                    await smtp.send_message(message)
+                except BaseException:
+                    smtp.close()
+                    raise
+            except BaseException:
+                smtp.close()
+                raise
+            self._idle.append((smtp, time.monotonic()))
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            smtp, last_used = self._idle.pop()
+            if smtp.is_connected and time.monotonic() - last_used < _IDLE_LIMIT_S:
+                return smtp
+            smtp.close()
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
             hostname=self._hostname,
             port=self._port,
             username=self._username,
@@ -66,3 +134,17 @@ class Mailer:
             timeout=self._timeout_s,
             local_hostname=self._local_hostname,
         )
+        try:
+            await smtp.connect()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    async def close(self) -> None:
+        """Says goodbye on every idle connection (at worker shutdown)."""
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await smtp.quit()
+            smtp.close()

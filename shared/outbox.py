@@ -1,12 +1,13 @@
 """The outbox relay: hands jobs that committed transactions recorded over to ARQ.
 
-Writers insert outbox rows in the same transaction as the change that needs them and, after the
-commit, NOTIFY the `outbox` channel through a `RelayWaker`. The relay wakes on that notification
-(promptly after the commit), and also on a timer (the sweep) so that anything missed while Redis
-or the listener was down, or a notification lost to a crash, is delivered without anyone acting.
-Delivery is at least once; job ids derived from the order make ARQ drop a second copy, and the
-jobs themselves do nothing if their work is done. Jobs whose work is still not done long after
-they were handed over are handed over again, since Redis may have lost them.
+Writers insert outbox rows in the same transaction as the change that needs them, and wake the
+relays after the commit: the API through a `RelayWaker`'s NOTIFY on the `outbox` channel, a job
+by calling its own worker's relay directly. The relay also wakes on a timer (the sweep), so that
+anything missed while Redis or the listener was down, a notification lost to a crash, or a job
+written by another worker process is delivered without anyone acting. Delivery is at least once;
+job ids derived from the order make ARQ drop a second copy, and the jobs themselves do nothing
+if their work is done. Jobs whose work is still not done long after they were handed over are
+handed over again, since Redis may have lost them.
 """
 
 import asyncio
@@ -17,7 +18,9 @@ from typing import Any
 import asyncpg
 import structlog
 from arq.connections import ArqRedis
-from arq.jobs import Job
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 from shared.db import UNAVAILABLE_ERRORS, connection
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
@@ -29,6 +32,20 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
 _MAX_BACKOFF_S = 5.0
+# KEYS: the queue, then each job's job key and result key; ARGV: the jobs' expiry (ms from now)
+# and score, then each job's id and payload. Returns the ids it queued.
+_ENQUEUE_SCRIPT = """
+local queued = {}
+for i = 2, #KEYS, 2 do
+    local n = i + 1
+    if redis.call('EXISTS', KEYS[i], KEYS[i + 1]) == 0 then
+        redis.call('PSETEX', KEYS[i], ARGV[1], ARGV[n + 1])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[n])
+        table.insert(queued, ARGV[n])
+    end
+end
+return queued
+"""
 
 
 class RelayWaker:
@@ -77,19 +94,34 @@ class OutboxRelay:
         self._settings = settings
         self._wake = asyncio.Event()
         self.delivered_total = 0
+        self._enqueue_script = queue.register_script(_ENQUEUE_SCRIPT)
 
-    async def _enqueue(self, job: PendingJob) -> Job | None:
-        """The queued job, or None when ARQ still has this job id (queued, running, or done)."""
-        kwargs: dict[str, Any] = {}
-        if job.request_id is not None:
-            kwargs["request_id"] = job.request_id
-        return await self._queue.enqueue_job(
-            job.function,
-            *job.args,
-            _job_id=job.job_id,
-            _queue_name=self._settings.queue_name,
-            **kwargs,
-        )
+    async def _enqueue(self, jobs: list[PendingJob]) -> set[str]:
+        """Queues the jobs whose ids ARQ does not have (queued, running or done); returns those ids.
+
+        What `ArqRedis.enqueue_job` does for one job (a WATCH, an EXISTS, then MULTI/EXEC: three
+        round trips on a connection of its own), done for the whole batch in one script, which
+        Redis runs atomically: the same job key, payload, expiry and score, the same check.
+        """
+        enqueued_at_ms = timestamp_ms()
+        keys = [self._settings.queue_name]
+        args: list[bytes | str | int] = [self._queue.expires_extra_ms, enqueued_at_ms]
+        for job in jobs:
+            kwargs: dict[str, Any] = {}
+            if job.request_id is not None:
+                kwargs["request_id"] = job.request_id
+            payload = serialize_job(
+                job.function,
+                tuple(job.args),
+                kwargs,
+                None,
+                enqueued_at_ms,
+                serializer=self._queue.job_serializer,
+            )
+            keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
+            args += [job.job_id, payload]
+        queued = await self._enqueue_script(keys=keys, args=args)
+        return {job_id.decode() for job_id in queued}
 
     async def deliver_pending(self) -> int:
         """Delivers every pending job, batch by batch; returns how many were delivered."""
@@ -104,7 +136,7 @@ class OutboxRelay:
                         )
                         if not batch:
                             return delivered
-                        await asyncio.gather(*(self._enqueue(job) for job in batch))
+                        await self._enqueue(batch)
                         await outbox_repo.mark_delivered(conn, [job.id for job in batch])
                 except REDIS_UNAVAILABLE_ERRORS as exc:
                     # The rows stay pending; note the attempt for operators and give up for now.
@@ -131,10 +163,10 @@ class OutboxRelay:
             )
             if not batch:
                 return 0
-            queued = await asyncio.gather(*(self._enqueue(job) for job in batch))
+            queued = await self._enqueue(batch)
             # Restarts the clock, so each unfinished job is looked at once per period.
             await outbox_repo.mark_delivered(conn, [job.id for job in batch])
-        lost = [job.job_id for job, copy in zip(batch, queued, strict=True) if copy is not None]
+        lost = [job.job_id for job in batch if job.job_id in queued]
         if lost:
             log.warning("outbox_redelivered", jobs=len(lost), job_ids=lost[:20])
         return len(lost)

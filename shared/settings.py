@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Connections each process may open to Redis (the cache, its pub/sub listener, the queue).
     redis_pool_max_size: int = Field(default=32, ge=2)
     smtp_timeout_s: float = Field(default=10.0, gt=0)
+    # SMTP connections each worker process keeps open and sends over, one message at a time each;
+    # no more than WORKER_MAX_JOBS are ever open, and fewer make email jobs queue for one.
+    smtp_max_connections: int = Field(default=20, ge=1)
 
     catalogue_cache_ttl_s: int = Field(default=60, gt=0)
     # The in-process tier in front of Redis (0 turns it off); also the longest a write waits for

@@ -120,6 +120,7 @@ def make_product(db: asyncpg.Pool) -> Callable[..., Coroutine[Any, Any, ProductP
 async def worker_context(settings: Settings) -> AsyncIterator[WorkerContext]:
     context = await create_worker_context(settings)
     yield context
+    await context.mailer.close()
     await context.redis.aclose()
     await context.pool.close()
 

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,3 +18,6 @@ class WorkerContext:
     redis: Redis
     cache: ProductCache
     mailer: Mailer
+    # Tells this process's outbox relay that a job committed to the outbox just now (the relay
+    # is started after the context exists: see worker.settings.startup).
+    outbox_written: Callable[[], None] = lambda: None

@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.catalogue import ProductCache
 from shared.db import create_pool
+from shared.heap import freeze_startup_heap
 from shared.jobs import JobName
 from shared.logging import configure_logging
 from shared.mail import Mailer
@@ -64,7 +66,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     worker = await create_worker_context(settings)
     ctx["settings"] = settings
-    ctx["worker"] = worker
     # The relay enqueues inside a database transaction, so it gets a queue connection of its
     # own that fails fast when Redis is down (the rows stay pending) rather than retrying.
     queue = await create_arq_pool(
@@ -74,9 +75,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["relay_queue"] = queue
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
+    # Jobs here write outbox rows without a NOTIFY (shared/inventory.py): they wake this relay.
+    worker = dataclasses.replace(worker, outbox_written=relay.wake)
+    ctx["worker"] = worker
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
-    # The worker changes stock: it must hear the API processes acknowledge its invalidations.
-    ctx["cache_listener"] = asyncio.create_task(worker.cache.listen(), name="cache-listener")
+    # No cache listener: the worker serves no product reads, and its own invalidations wait for
+    # no acknowledgement (shared/inventory.py), so subscribing would only make every API write
+    # wait for this process's acknowledgement too.
     monitor = WorkerMonitor(ctx["redis"], settings, worker.pool)
     ctx["monitor"] = monitor
     ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
@@ -84,6 +89,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["metrics_server"], _ = start_http_server(
             settings.worker_metrics_port, addr=settings.worker_metrics_host
         )
+    freeze_startup_heap()
     log.info(
         "worker_started",
         queue=settings.queue_name,
@@ -93,7 +99,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for name in ("relay_task", "heartbeat_task", "cache_listener"):
+    for name in ("relay_task", "heartbeat_task"):
         task: asyncio.Task[None] | None = ctx.get(name)
         if task is not None:
             task.cancel()
@@ -112,6 +118,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     mark_process_dead()
     worker: WorkerContext | None = ctx.get("worker")
     if worker is not None:
+        await worker.mailer.close()
         await worker.redis.aclose()
         await worker.pool.close()
 

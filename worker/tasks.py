@@ -21,6 +21,7 @@ from shared.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from shared.dead_letters import record_dead_job
 from shared.errors import ServiceUnavailable
 from shared.jobs import JobName
+from shared.models import OrderStatus
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
 from shared.settings import Settings
 from worker.context import WorkerContext
@@ -193,6 +194,10 @@ async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: st
     status = await inventory.reserve_stock(
         worker.pool, worker.settings, worker.cache, order_id, request_id
     )
+    if status is OrderStatus.CONFIRMED:
+        # The confirmation job is in the outbox, announced by no NOTIFY: a NOTIFY serialises
+        # every committing transaction that sends one (bench/findings.md).
+        worker.outbox_written()
     log.info(
         "inventory_reserved" if status == "confirmed" else "inventory_not_reserved",
         status=status.value,

@@ -300,21 +300,6 @@ async def lock(
     )
 
 
-async def mark_confirmed(conn: asyncpg.Connection, order_id: int) -> None:
-    await conn.execute(
-        "UPDATE orders SET status = 'confirmed', confirmed_at = now() WHERE id = $1", order_id
-    )
-
-
-async def mark_rejected(conn: asyncpg.Connection, order_id: int, reason: str) -> None:
-    await conn.execute(
-        "UPDATE orders SET status = 'rejected', rejected_at = now(), rejection_reason = $2"
-        " WHERE id = $1",
-        order_id,
-        reason,
-    )
-
-
 async def mark_cancelled(conn: asyncpg.Connection, order_id: int) -> None:
     await conn.execute(
         "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE id = $1", order_id

@@ -3,7 +3,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared.jobs import JobName, job_id_for
+from shared.jobs import JobName
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,22 +13,6 @@ class PendingJob:
     function: str
     args: list[object]
     request_id: str | None
-
-
-async def add_order_job(
-    conn: asyncpg.Connection, function: JobName, order_id: int, request_id: str | None
-) -> None:
-    """Records that `function(order_id)` must run once this transaction commits."""
-    await conn.execute(
-        "INSERT INTO outbox (job_id, function, args, order_id, request_id)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING",
-        job_id_for(function, order_id),
-        function.value,
-        [order_id],
-        order_id,
-        request_id,
-    )
-    await conn.execute("SELECT pg_notify('outbox', '')")
 
 
 async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob]:

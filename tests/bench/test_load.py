@@ -2,7 +2,7 @@
 
 import re
 
-from bench.load import mixed, place_orders
+from bench.load import place_orders
 
 
 def _tag(script: str) -> str:
@@ -17,7 +17,3 @@ def test_order_scripts_with_the_same_run_tag_still_use_their_own_keys() -> None:
 
     assert _tag(first) != _tag(second)
     assert _tag(first).startswith("r0-")
-
-
-def test_soak_scripts_use_their_own_keys_too() -> None:
-    assert _tag(mixed("ord_key", "soak", 100, 1, 10)) != _tag(mixed("ord_key", "soak", 100, 1, 10))

@@ -167,3 +167,25 @@ async def test_an_entry_read_late_in_its_life_is_reloaded_in_the_background_once
         assert served == [b'{"stock": 5}', b'{"stock": 5}', b'{"stock": 9}']
         assert reloads == [KEY]
         assert cache.local_get(KEY) == b'{"stock": 4}'
+
+
+async def test_an_invalidation_without_waiting_reaches_every_process_soon_after(
+    settings: Settings, redis_service: Any
+) -> None:
+    async with process(settings) as job, process(settings) as reader:
+        generation_key = "catalogue:product:1:gen"
+        _, generation = await reader.lookup(KEY, generation_key)
+        assert generation is not None
+        await reader.fill(KEY, generation, b'{"stock": 5}')
+        reader.local_put(KEY, b'{"stock": 5}', reader.ticket())
+
+        started = time.monotonic()
+        await job.invalidate_products([1], wait=False)
+
+        # The Redis tier at once...
+        assert (await reader.lookup(KEY, generation_key))[0] is None
+        # ...the other process's local tier when the message arrives, long before its TTL.
+        async with asyncio.timeout(LOCAL_TTL_S / 2):
+            while reader.local_get(KEY) is not None:
+                await asyncio.sleep(0.001)
+        assert time.monotonic() - started < LOCAL_TTL_S / 2
