@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per HTTP scenario (5; smoke 1)")
     parser.add_argument("--seconds", type=float, help="seconds per HTTP run, whole (3; smoke 1)")
     parser.add_argument(
-        "--soak-seconds", type=float, help="memory soak length (300; smoke 0 = no soak)"
+        "--soak-seconds", type=float, help="memory soak length (600; smoke 0 = no soak)"
     )
     parser.add_argument(
         "--soak-order-rate",
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_s=0 if smoke else 1.0,
         e2e_orders=20 if smoke else 500,
         e2e_rounds=1 if smoke else 3,
-        soak_s=args.soak_seconds if args.soak_seconds is not None else (0 if smoke else 300),
+        soak_s=args.soak_seconds if args.soak_seconds is not None else (0 if smoke else 600),
         smoke=smoke,
         crash_recovery_wait_s=0 if smoke else 40,
         soak_order_rate=args.soak_order_rate,

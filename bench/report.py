@@ -485,7 +485,7 @@ def _memory_section(results: Results, charts: dict[str, Path]) -> list[str]:
         f"{memory['orders_late']} not sent for lack of a free connection; orders placed but not "
         f"yet emailed: {memory['backlog_max']} at most, {memory['backlog_end']} at the end), and "
         f"reads on the rest of the API's capacity ({memory['requests']} requests, "
-        f"{memory['errors']} errors). RSS after warm-up (the first tenth) and at the end:",
+        f"{memory['errors']} errors). RSS after warm-up (the first fifth) and at the end:",
         "",
         "| process | after warm-up MiB | end MiB | growth |",
         "| --- | ---: | ---: | ---: |",
