@@ -137,7 +137,6 @@ class OutboxRelay:
                         if not batch:
                             return delivered
                         await self._enqueue(batch)
-                        await outbox_repo.mark_delivered(conn, [job.id for job in batch])
                 except REDIS_UNAVAILABLE_ERRORS as exc:
                     # The rows stay pending; note the attempt for operators and give up for now.
                     await outbox_repo.record_failed_delivery(

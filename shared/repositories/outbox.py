@@ -16,13 +16,19 @@ class PendingJob:
 
 
 async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob]:
-    """The oldest undelivered jobs, locked so that concurrent relays take disjoint batches."""
+    """The oldest undelivered jobs, marked delivered, in id order.
+
+    Concurrent relays take disjoint batches (SKIP LOCKED). Call inside a transaction that ends
+    once the jobs are queued: if queueing fails, rolling back leaves them undelivered.
+    """
     rows = await conn.fetch(
-        "SELECT id, job_id, function, args, request_id FROM outbox"
-        " WHERE delivered_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
+        " WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL"
+        "              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, job_id, function, args, request_id",
         limit,
     )
-    return [PendingJob(**row) for row in rows]
+    return sorted((PendingJob(**row) for row in rows), key=lambda job: job.id)
 
 
 async def claim_unfinished(
