@@ -233,7 +233,7 @@ def write_report(
                     "hello_2p",
                     "post_order",
                     "post_order_2p",
-                    "post_order_pool10",
+                    "post_order_pool32",
                     "product_hit",
                     "product_hit_2p",
                     "hello_granian",
@@ -293,8 +293,8 @@ def _scaling_text(f: _Figures) -> list[str]:
         f"A second uvicorn process gives hello world {_fmt(f.ratio('hello_2p'), 2)}x, "
         f"`POST /v1/orders` {_fmt(f.ratio('post_order_2p', 'post_order'), 2)}x and the cached "
         f"product read {_fmt(f.ratio('product_hit_2p', 'product_hit'), 2)}x the throughput of "
-        f"one. The code's default pool of 10 connections instead of the production 32 places "
-        f"{_fmt(f.ratio('post_order_pool10', 'post_order'), 2)}x the orders. "
+        f"one. A pool of 32 connections instead of the production 10 places "
+        f"{_fmt(f.ratio('post_order_pool32', 'post_order'), 2)}x the orders. "
         "On two cores wrk itself needs a share of one core (see its CPU column), and "
         "Postgres and Redis run on the same two cores: the CPU columns show where the cycles "
         "go. Granian serves hello world at "

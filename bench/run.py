@@ -33,8 +33,8 @@ from shared.schemas import Customer, ProductCreate
 
 HOT_PRODUCTS = 100
 CONNECTIONS = 64
-# The API's pool as the README and docker-compose.yml ship it (the code's default is 10).
-PRODUCTION_POOL = {"DB_POOL_MIN_SIZE": "8", "DB_POOL_MAX_SIZE": "32"}
+# The API's pool as the README and docker-compose.yml ship it.
+PRODUCTION_POOL = {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "10"}
 
 
 @dataclass(frozen=True)
@@ -222,10 +222,10 @@ def _scenarios(seed: Seed, options: Options, miss_window: int) -> list[Scenario]
         Scenario("hello_2p", "scaling", "GET /hello, 2 processes", "hello2", fixed(s("/hello"))),
         Scenario("post_order_2p", "scaling", "POST /v1/orders, 2 processes", "api2", orders_script),
         Scenario(
-            "post_order_pool10",
+            "post_order_pool32",
             "scaling",
-            "POST /v1/orders, pool of 10 (the code's default) instead of 32",
-            "api1_pool10",
+            "POST /v1/orders, pool of 32 instead of 10",
+            "api1_pool32",
             orders_script,
         ),
         Scenario(
@@ -349,7 +349,13 @@ def _start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
     specs: list[tuple[str, Any, str, int, dict[str, str]]] = [
         ("api1", uvicorn_argv, "api.main:app", 1, PRODUCTION_POOL),
         ("api2", uvicorn_argv, "api.main:app", 2, PRODUCTION_POOL),
-        ("api1_pool10", uvicorn_argv, "api.main:app", 1, {"DB_POOL_MAX_SIZE": "10"}),
+        (
+            "api1_pool32",
+            uvicorn_argv,
+            "api.main:app",
+            1,
+            {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "32"},
+        ),
         ("hello1", uvicorn_argv, hello, 1, {}),
         ("hello2", uvicorn_argv, hello, 2, {}),
         ("granian_hello", granian_argv, hello, 1, {}),
