@@ -172,11 +172,12 @@ class ProductCache:
         entries = self._local_pages if key.startswith(_PAGE_PREFIX) else self._local
         if len(entries) >= _LOCAL_MAX_ENTRIES:
             entries.clear()
-        entries[key] = (
-            started + self._local_ttl_s,
-            started + self._local_ttl_s * _RELOAD_AFTER,
-            payload,
+        expires = started + self._local_ttl_s
+        # Only products are reloaded ahead; a page's reload time is its expiry, never reached.
+        reload_from = (
+            expires if entries is self._local_pages else started + self._local_ttl_s * _RELOAD_AFTER
         )
+        entries[key] = (expires, reload_from, payload)
 
     def _drop_local(self, product_ids: Sequence[int]) -> None:
         self._epoch += 1

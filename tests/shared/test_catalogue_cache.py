@@ -155,16 +155,20 @@ async def test_an_entry_read_late_in_its_life_is_reloaded_in_the_background_once
         # An entry whose reader started 60 % of its life ago.
         _, epoch = cache.ticket()
         cache.local_put(KEY, b'{"stock": 5}', (time.monotonic() - 0.6 * LOCAL_TTL_S, epoch))
+        # A page as old: pages are not reloaded ahead (every product write drops them all).
+        page = "catalogue:list:0:50"
+        cache.local_put(page, b'{"data": []}', (time.monotonic() - 0.6 * LOCAL_TTL_S, epoch))
 
         served = [
             cache.local_get(KEY),
             cache.local_get(KEY),
             cache.local_get("catalogue:product:2"),
+            cache.local_get(page),
         ]
         await asyncio.sleep(0.05)
 
         # Still current, so still served while the one reload runs; the young entry is left be.
-        assert served == [b'{"stock": 5}', b'{"stock": 5}', b'{"stock": 9}']
+        assert served == [b'{"stock": 5}', b'{"stock": 5}', b'{"stock": 9}', b'{"data": []}']
         assert reloads == [KEY]
         assert cache.local_get(KEY) == b'{"stock": 4}'
 
