@@ -123,13 +123,9 @@ def print_medians(results: Results) -> None:
             f"  CPU/request server {server_us:5.0f} µs, postgres {postgres_us:5.0f} µs",
             flush=True,
         )
-    for name, values in {**results.jobs, **results.orders_per_s}.items():
-        unit = (
-            "orders/s"
-            if name in results.orders_per_s and values is results.orders_per_s[name]
-            else "jobs/s"
-        )
-        print(f"{name:28s} {median(values):9,.0f} {unit}", flush=True)
+    for unit, figures in (("jobs/s", results.jobs), ("orders/s", results.orders_per_s)):
+        for name, values in figures.items():
+            print(f"{name:28s} {median(values):9,.0f} {unit}", flush=True)
     if "e2e_1w" in results.jobs and "noop_1w" in results.jobs:
         ratio = median(results.jobs["e2e_1w"]) / median(results.jobs["noop_1w"])
         print(f"{'e2e_1w / noop_1w':28s} {ratio:9.2f}", flush=True)
