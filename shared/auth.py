@@ -48,20 +48,23 @@ class Authenticator:
         self._max_entries = max_entries
         self._cache: dict[bytes, tuple[float, Client | None]] = {}
 
+    def _cached(self, key_hash: bytes, now: float) -> tuple[Client | None] | None:
+        """(the cached answer,) while it is fresh, else None."""
+        cached = self._cache.get(key_hash)
+        return None if cached is None or cached[0] <= now else (cached[1],)
+
     def cached_client(self, api_key: str) -> Client | None:
         """The client of a key this cache holds as valid; None for anything else (unknown,
         revoked, expired from the cache or never seen), without looking anything up."""
-        cached = self._cache.get(hash_api_key(api_key))
-        if cached is None or cached[0] <= time.monotonic():
-            return None
-        return cached[1]
+        cached = self._cached(hash_api_key(api_key), time.monotonic())
+        return None if cached is None else cached[0]
 
     async def authenticate(self, api_key: str, acquire_timeout_s: float) -> Client | None:
         key_hash = hash_api_key(api_key)
         now = time.monotonic()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._cached(key_hash, now)
+        if cached is not None:
+            return cached[0]
         async with connection(self._pool, acquire_timeout_s) as conn:
             row = await clients_repo.find_active_by_key_hash(conn, key_hash)
         # The lookup is by hash already; comparing again in constant time guards against a
