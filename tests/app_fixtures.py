@@ -57,6 +57,13 @@ async def api_with(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.
             yield client
 
 
+@pytest.fixture
+async def limited_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose keys may make 3 requests at once, then one per 5 s."""
+    async with api_with(settings, rate_limit_per_s=0.2, rate_limit_burst=3) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool of the test's own, for arranging and for asserting what was written."""

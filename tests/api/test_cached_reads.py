@@ -5,7 +5,7 @@ cannot decide in memory to the route.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -56,11 +56,7 @@ async def test_a_cached_product_is_answered_without_the_route_and_exactly_as_it_
 
 
 async def test_a_read_after_a_write_shows_the_write(
-    api: httpx.AsyncClient,
-    client_key: str,
-    admin_key: str,
-    make_product: MakeProduct,
-    route_calls: list[int],
+    api: httpx.AsyncClient, client_key: str, admin_key: str, make_product: MakeProduct
 ) -> None:
     product = await make_product(price_cents=100)
     await api.get(f"/v1/products/{product.id}", headers=bearer(client_key))
@@ -111,11 +107,7 @@ async def test_the_bearer_scheme_is_matched_as_the_route_matches_it(
 
 
 async def test_other_requests_on_the_path_are_left_to_the_route(
-    api: httpx.AsyncClient,
-    client_key: str,
-    admin_key: str,
-    make_product: MakeProduct,
-    route_calls: list[int],
+    api: httpx.AsyncClient, client_key: str, make_product: MakeProduct, route_calls: list[int]
 ) -> None:
     product = await make_product()
     await api.get(f"/v1/products/{product.id}", headers=bearer(client_key))
@@ -130,12 +122,6 @@ async def test_other_requests_on_the_path_are_left_to_the_route(
     assert trailing.status_code in (307, 404)
     assert absent.status_code == 404
     assert route_calls == [product.id, product.id + 1000]
-
-
-@pytest.fixture
-async def limited_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_with(settings, rate_limit_per_s=0.2, rate_limit_burst=3) as client:
-        yield client
 
 
 async def test_the_rate_limit_holds_for_cached_reads(

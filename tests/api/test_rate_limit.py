@@ -1,19 +1,10 @@
 """The per-key rate limit: 429 problem+json with Retry-After, one bucket per API key."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from shared.settings import Settings
-from tests.app_fixtures import api_with, bearer
-
-
-@pytest.fixture
-async def limited_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_with(settings, rate_limit_per_s=0.2, rate_limit_burst=3) as client:
-        yield client
+from tests.app_fixtures import bearer
 
 
 async def test_a_key_over_its_rate_gets_429_with_retry_after(
