@@ -1,8 +1,10 @@
 """The asyncpg pool: created once per process, sized and timed out from settings."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import structlog
@@ -50,9 +52,55 @@ async def _reset_connection(connection: asyncpg.Connection) -> None:
     """
 
 
+class FairPool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool, handing out connections first come, first served.
+
+    asyncpg queues connections in an asyncio.Queue, whose `get` lets a newcomer take a connection
+    that was just released to a waiter which has not run yet; the waiter then queues again, at
+    the back. Under load (more requests than connections) that starves a few requests for many
+    turns: at 64 connections on a pool of 10, p99 of POST /v1/orders was 2.7x its median. A
+    FIFO semaphore with one permit per connection (asyncio's is fair since 3.11.1) now decides
+    who goes next; the queue behind it only ever has a connection ready.
+    """
+
+    __slots__ = ("_turns",)
+
+    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_size=max_size, **kwargs)
+        self._turns = asyncio.Semaphore(max_size)
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
+        # One deadline for the turn and the connection behind it (a reconnect, after a restart).
+        async with asyncio.timeout(timeout):
+            await self._turns.acquire()
+            try:
+                return await super()._acquire(None)
+            except BaseException:
+                self._turns.release()
+                raise
+
+    async def release(
+        self,
+        connection: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (asyncpg's signature)
+    ) -> None:
+        if getattr(connection, "_con", None) is None:
+            # Released already, or not a connection of a pool: asyncpg's answer, no turn back.
+            return await super().release(connection, timeout=timeout)  # type: ignore[no-any-return]
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            self._turns.release()
+
+
 async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    pool = await FairPool(
         dsn=settings.database_url.get_secret_value(),
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        loop=None,
+        max_queries=50_000,  # asyncpg's default: a connection is replaced after this many
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,

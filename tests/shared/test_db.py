@@ -1,5 +1,7 @@
-"""The product's asyncpg pool: what releasing a connection costs and what it still cleans up."""
+"""The product's asyncpg pool: what releasing a connection costs, what it still cleans up, and
+in what order waiting requests get a connection."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -37,3 +39,37 @@ async def test_a_transaction_left_open_is_still_rolled_back_on_release(
     async with pool.acquire() as conn:
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT count(*) FROM written") == 0
+
+
+async def test_connections_go_to_waiting_requests_in_the_order_they_asked(
+    settings: Settings,
+) -> None:
+    """A request waiting for a connection is never passed over by one that asked later.
+
+    Sixteen clients take turns on two connections. In a first-come, first-served queue a client
+    that asks waits for at most the fifteen others; asyncpg's own queue lets latecomers take a
+    connection from under a waiter, which then waited through twice as many turns or more.
+    """
+    pool = await create_pool(
+        settings.model_copy(update={"db_pool_min_size": 2, "db_pool_max_size": 2}), "test"
+    )
+    clients = 16
+    granted = 0
+    most_turns_waited = 0
+
+    async def client() -> None:
+        nonlocal granted, most_turns_waited
+        for _ in range(20):
+            granted_when_asked = granted
+            async with pool.acquire() as conn:
+                granted += 1
+                most_turns_waited = max(most_turns_waited, granted - granted_when_asked)
+                await conn.fetchval("SELECT 1")
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        await pool.close()
+    assert granted == clients * 20
+    assert most_turns_waited <= clients
