@@ -239,6 +239,13 @@ def _scenarios(seed: Seed, options: Options, miss_window: int) -> list[Scenario]
             "hello_granian", "server", "GET /hello, Granian", "granian_hello", fixed(s("/hello"))
         ),
         Scenario(
+            "post_order_granian",
+            "server",
+            "POST /v1/orders, Granian",
+            "granian_api",
+            orders_script,
+        ),
+        Scenario(
             "product_hit_granian",
             "server",
             "GET /v1/products/{id} cached, Granian",
