@@ -1,11 +1,13 @@
-"""The ASGI application: `uvicorn api.main:app`."""
+"""The ASGI application, served by Granian in production (`api.server`)."""
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import structlog
 from fastapi import FastAPI
 
 from api.cached_reads import CachedProductReads
@@ -25,6 +27,8 @@ from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 
 _POOL_GAUGE_INTERVAL_S = 5.0
+
+log = structlog.get_logger(__name__)
 
 
 async def _refresh_pool_gauges(pool: asyncpg.Pool) -> None:
@@ -56,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.
         pool_gauges = asyncio.create_task(_refresh_pool_gauges(pool), name="pool-gauges")
-        freeze_startup_heap()
+        # Logged by the app rather than left to the server: Granian says nothing of the lifespan.
+        log.info("api_started", pid=os.getpid(), frozen_objects=freeze_startup_heap())
         try:
             yield
         finally:
@@ -69,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await pool.close()
             mark_process_dead()
+            log.info("api_stopped", pid=os.getpid())
 
     app = FastAPI(
         title="Orders API",
