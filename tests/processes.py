@@ -6,6 +6,8 @@ Output goes to a file rather than a pipe, so a chatty process can never block on
 
 import asyncio
 import contextlib
+import enum
+import json
 import os
 import signal
 import subprocess
@@ -15,12 +17,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import asyncpg
 import httpx
 import pytest
 
+from api.server import granian_args
 from devstack.services import LOOPBACK, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +47,7 @@ class ChildProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             # Its own process group, so that close() also reaches the processes it starts
-            # (`uvicorn --workers N` spawns N), which outlive a parent killed alone.
+            # (`--workers N` spawns N), which outlive a parent killed alone.
             process_group=0,
         )
         return self
@@ -71,6 +74,10 @@ class ChildProcess:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
+    def log_events(self) -> list[dict[str, Any]]:
+        """The structlog JSON lines in the output, without the servers' own plain-text lines."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
+
     def close(self) -> None:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -96,13 +103,27 @@ class WorkerProcess(ChildProcess):
             await asyncio.sleep(0.05)
 
 
-class ApiProcess(ChildProcess):
-    """`uvicorn api.main:app` on a free loopback port."""
+class Server(enum.StrEnum):
+    """The ASGI servers the API runs under: Granian in production, uvicorn still supported."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    GRANIAN = "granian"
+    UVICORN = "uvicorn"
+
+
+class ApiProcess(ChildProcess):
+    """The API on a free loopback port: the production Granian command (`api.server`), or
+    `uvicorn api.main:app`; extra command-line arguments after it."""
+
+    def __init__(
+        self, *args: str, server: Server = Server.GRANIAN, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        argv = [str(BIN / "uvicorn"), "api.main:app", "--host", LOOPBACK, "--port", str(self.port)]
+        if server is Server.GRANIAN:
+            argv = [str(BIN / "granian"), *granian_args(LOOPBACK, self.port)]
+        else:
+            uvicorn = str(BIN / "uvicorn")
+            argv = [uvicorn, "api.main:app", "--host", LOOPBACK, "--port", str(self.port)]
         super().__init__([*argv, *args], env)
 
     async def wait_until_ready(self, timeout_s: float = 30.0) -> None:
@@ -120,6 +141,13 @@ class ApiProcess(ChildProcess):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"the API did not become ready:\n{self.output()}")
                 await asyncio.sleep(0.1)
+
+
+def live_gauge_pids(multiprocess_dir: Path) -> set[int]:
+    """The API processes whose live gauges (their pools') are in a PROMETHEUS_MULTIPROC_DIR:
+    written when a process's lifespan starts, dropped when its lifespan shutdown ends (so not
+    when the process is killed)."""
+    return {int(path.stem.rsplit("_", 1)[1]) for path in multiprocess_dir.glob("gauge_live*.db")}
 
 
 @pytest.fixture
@@ -140,12 +168,12 @@ def spawn_worker() -> Iterator[Callable[..., WorkerProcess]]:
 
 @pytest.fixture
 def spawn_api() -> Iterator[Callable[..., ApiProcess]]:
-    """Starts uvicorn processes (extra command-line arguments, env overrides as keywords); all
-    stopped after."""
+    """Starts API processes (extra command-line arguments, the server, env overrides as
+    keywords); all stopped after."""
     started: list[ApiProcess] = []
 
-    def spawn(*args: str, **env: str) -> ApiProcess:
-        api = ApiProcess(*args, env=env)
+    def spawn(*args: str, server: Server = Server.GRANIAN, **env: str) -> ApiProcess:
+        api = ApiProcess(*args, server=server, env=env)
         started.append(api)
         api.start()
         return api

@@ -3,7 +3,6 @@
 Both run as real processes writing structlog JSON lines, as in production.
 """
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,14 +16,6 @@ from tests.app_fixtures import bearer, wait_for
 from tests.processes import ApiProcess, WorkerProcess
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
-
-
-def json_lines(output: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in output.splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
 
 
 @pytest.mark.slow
@@ -63,10 +54,8 @@ async def test_the_request_id_of_an_order_is_in_the_api_log_and_in_every_job_log
 
     await wait_for(emailed, timeout_s=30)
 
-    api_lines = [line for line in json_lines(api.output()) if line.get("request_id") == "trail-42"]
-    job_lines = [
-        line for line in json_lines(worker.output()) if line.get("request_id") == "trail-42"
-    ]
+    api_lines = [line for line in api.log_events() if line.get("request_id") == "trail-42"]
+    job_lines = [line for line in worker.log_events() if line.get("request_id") == "trail-42"]
     assert [(line["event"], line["path"]) for line in api_lines] == [("slow_request", "/v1/orders")]
     events = {(line["event"], line["job_id"]) for line in job_lines}
     assert ("inventory_reserved", f"reserve_inventory:{order_id}") in events

@@ -1,9 +1,12 @@
 """`GET /metrics`: Prometheus text whose values follow the requests and jobs that happen.
 
 These run the app in the test process (one process, the default registry); the multiprocess
-mode of several uvicorn workers is specified at the end, on real processes.
+mode of several server workers (Granian's and uvicorn's) is specified at the end, on real
+processes.
 """
 
+import asyncio
+import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.schemas import ProductPublic
 from shared.settings import Settings
 from tests.app_fixtures import JobRunner, bearer, wait_for
-from tests.processes import ApiProcess
+from tests.processes import ApiProcess, Server, live_gauge_pids
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -156,10 +159,11 @@ def metric_files(directory: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-async def test_several_api_processes_report_one_sum_in_multiprocess_mode(
-    spawn_api: Callable[..., ApiProcess], tmp_path: Path, settings: Settings
+@pytest.mark.parametrize("server", Server)
+async def test_several_api_processes_report_one_sum_and_drop_their_live_gauges_when_stopped(
+    server: Server, spawn_api: Callable[..., ApiProcess], tmp_path: Path, settings: Settings
 ) -> None:
-    api = spawn_api("--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    api = spawn_api("--workers", "2", server=server, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     await api.wait_until_ready()
     async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
 
@@ -184,3 +188,10 @@ async def test_several_api_processes_report_one_sum_in_multiprocess_mode(
     assert {value(samples, name, **healthz) for samples in after} == {20}
     assert all(value(samples, name, **readyz) >= 1 for samples in after)
     assert len(metric_files(tmp_path)) >= 2
+
+    assert len(live_gauge_pids(tmp_path)) == 2
+    api.signal(signal.SIGTERM)
+    await asyncio.to_thread(api.wait, 20)
+    # Each process's lifespan shutdown dropped its pools from the sum, so that a dead process
+    # is not counted by the next ones to share the directory.
+    assert live_gauge_pids(tmp_path) == set()

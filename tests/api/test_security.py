@@ -21,7 +21,7 @@ from shared.schemas import ProductPublic
 from shared.settings import Settings
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import api_with, bearer, wait_for
-from tests.processes import ApiProcess
+from tests.processes import ApiProcess, Server
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -204,8 +204,9 @@ async def wait_until_serving(server: ApiProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("server", Server)
 async def test_no_secret_or_full_api_key_reaches_the_logs(
-    client_key: str, make_product: MakeProduct, pg_service: Any, redis_service: Any
+    server: Server, client_key: str, make_product: MakeProduct, pg_service: Any, redis_service: Any
 ) -> None:
     product = await make_product()
     db_password = "pg-" + secrets.token_hex(12)
@@ -215,20 +216,23 @@ async def test_no_secret_or_full_api_key_reaches_the_logs(
     uncached_key = "ord_" + secrets.token_urlsafe(32)
     # The test Postgres trusts loopback, so any password gets in. A Redis that asks for no
     # password refuses one: every cache call fails and is logged, with the URL at hand.
-    server = ApiProcess(
+    api = ApiProcess(
+        server=server,
         env={
             "DATABASE_URL": pg_service.url.replace(":orders@", f":{db_password}@"),
             "REDIS_URL": f"redis://:{redis_password}@{LOOPBACK}:{redis_service.port}/0",
             "SMTP_URL": f"smtp://user:smtp-secret@{LOOPBACK}:{free_port()}",
             "LOG_LEVEL": "DEBUG",
+            # Granian's own log at its most verbose too.
+            "GRANIAN_LOG_LEVEL": "debug",
             # Every request is "slow", so every request is logged.
             "SLOW_REQUEST_S": "0.000001",
-        }
+        },
     )
     try:
-        server.start()
-        await wait_until_serving(server)
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        api.start()
+        await wait_until_serving(api)
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
             statuses = [
                 (
                     await client.get(f"/v1/products/{product.id}", headers=bearer(client_key))
@@ -248,11 +252,11 @@ async def test_no_secret_or_full_api_key_reaches_the_logs(
                 unavailable = await client.get("/v1/orders", headers=bearer(uncached_key))
             finally:
                 pg_service.start()
-        server.signal(signal.SIGTERM)
-        server.wait(15)
-        logs = server.output()
+        api.signal(signal.SIGTERM)
+        api.wait(15)
+        logs = api.output()
     finally:
-        server.close()
+        api.close()
 
     assert statuses == [200, 201, 401, 401]
     assert unavailable.status_code == 503
