@@ -26,12 +26,11 @@ RUN pip install --no-deps . \
 
 USER app
 EXPOSE 8000
-# On SIGTERM uvicorn answers the requests in flight for up to this long before it exits;
-# docker-compose.yml gives the API a longer stop_grace_period than this.
-ENV UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=10
 # alembic.ini, alembic/ and worker.Settings are found relative to /app, the working directory.
-# The server settings docs/performance.md measures (bench/stack.py): uvloop and httptools, no
-# access log (X-Process-Time, X-Request-ID and the slow-request log replace it), keep-alive 5 s.
-# Processes per container: WEB_CONCURRENCY (one per core the container gets).
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--loop", "uvloop", \
-     "--http", "httptools", "--no-access-log", "--timeout-keep-alive", "5"]
+# The production server: Granian with the flags api/server.py explains one by one (a test keeps
+# this CMD equal to them). On SIGTERM it answers the requests in flight for up to 10 s, then kills
+# its workers; docker-compose.yml gives the API a longer stop_grace_period than that.
+# Worker processes per container: GRANIAN_WORKERS (one per core the container gets).
+CMD ["granian", "--interface=asgi", "--loop=uvloop", "--http=1", "--no-ws", "--no-access-log", \
+     "--backlog=2048", "--http1-header-read-timeout=5000", "--workers-kill-timeout=10", \
+     "--respawn-failed-workers", "--host=0.0.0.0", "--port=8000", "api.main:app"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from api.server import SHUTDOWN_GRACE_S, granian_args
 from devstack.mailsink import MailSink, print_delivery
 from devstack.project import REPO_ROOT, CommandError, alembic_upgrade_head, demo_seed
 from devstack.services import (
@@ -41,10 +42,9 @@ DEMO_ORDER = (
     '{"customer": {"email": "ada@example.com", "name": "Ada Lovelace"}, '
     '"items": [{"product_id": 1, "quantity": 2}]}'
 )
-# On SIGTERM the API drains requests in flight this long (uvicorn reads the variable itself),
-# and the worker lets running jobs finish for WORKER_SHUTDOWN_GRACE_S; each child is given
-# that long plus this margin before it is killed.
-API_SHUTDOWN_GRACE_S = "10"
+# On SIGTERM the API drains requests in flight for api.server.SHUTDOWN_GRACE_S, and the worker
+# lets running jobs finish for WORKER_SHUTDOWN_GRACE_S; each child is given that long plus this
+# margin before it is killed.
 CHILD_STOP_MARGIN_S = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -248,7 +248,6 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> None:
     data_root: Path = args.data_dir.absolute()
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
-    env.setdefault("UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", API_SHUTDOWN_GRACE_S)
     _require_free(args.api_port, "the API", "choose another with --api-port")
     watched = _start_services(stack, data_root, env)
 
@@ -260,13 +259,11 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> None:
     api_url = f"http://{LOOPBACK}:{args.api_port}"
     children: Children = {}
     python = sys.executable
-    children["API"] = _spawn(
-        "API",
-        [python, "-m", "uvicorn", "api.main:app", "--host", LOOPBACK, "--port", str(args.api_port)],
-        env,
-    )
-    api_grace_s = float(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
-    stack.callback(_stop_child, "API", children["API"], api_grace_s)
+    # The production server and flags, so that what runs here is what ships; `uvicorn
+    # api.main:app --reload` remains for editing with automatic restarts.
+    api_argv = [python, "-m", "granian", *granian_args(LOOPBACK, args.api_port)]
+    children["API"] = _spawn("API", api_argv, env)
+    stack.callback(_stop_child, "API", children["API"], SHUTDOWN_GRACE_S)
     children["worker"] = _spawn("worker", [python, "-m", "arq", "worker.Settings"], env)
     worker_grace_s = float(Settings().worker_shutdown_grace_s)
     stack.callback(_stop_child, "worker", children["worker"], worker_grace_s)
