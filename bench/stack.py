@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.server import GRANIAN_FLAGS
 from devstack.project import REPO_ROOT, alembic_upgrade_head
 from devstack.services import (
     LOOPBACK,
@@ -52,16 +53,14 @@ def uvicorn_argv(app: str, port: int, workers: int = 1) -> list[str]:
 
 
 def granian_argv(app: str, port: int, workers: int = 1) -> list[str]:
+    # The flags the API ships with (api.server), whichever app is measured.
     return [
         str(BIN / "granian"),
-        "--interface=asgi",
+        *GRANIAN_FLAGS,
         f"--host={LOOPBACK}",
         f"--port={port}",
         f"--workers={workers}",
-        "--loop=uvloop",
-        "--no-ws",
         "--log-level=warning",
-        "--backlog=2048",
         app,
     ]
 
