@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 
 from shared.catalogue import ProductCache
 from shared.mail import Mailer
+from shared.notifications import SentConfirmations
 from shared.settings import Settings
 
 
@@ -18,6 +19,7 @@ class WorkerContext:
     redis: Redis
     cache: ProductCache
     mailer: Mailer
+    sent_confirmations: SentConfirmations
     # Tells this process's outbox relay that a job committed to the outbox just now (the relay
     # is started after the context exists: see worker.settings.startup).
     outbox_written: Callable[[], None] = lambda: None

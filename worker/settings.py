@@ -20,6 +20,7 @@ from shared.jobs import JobName
 from shared.logging import configure_logging
 from shared.mail import Mailer
 from shared.metrics import mark_process_dead
+from shared.notifications import SentConfirmations
 from shared.outbox import OutboxRelay
 from shared.redis import create_redis
 from shared.settings import Settings as AppSettings
@@ -58,6 +59,7 @@ async def create_worker_context(settings: AppSettings) -> WorkerContext:
         redis=redis,
         cache=ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s),
         mailer=Mailer(settings),
+        sent_confirmations=SentConfirmations(pool, settings),
     )
 
 

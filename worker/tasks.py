@@ -208,7 +208,7 @@ async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: st
 @job(JobName.SEND_CONFIRMATION)
 async def send_confirmation(worker: WorkerContext, order_id: int, request_id: str | None) -> bool:
     sent = await notifications.send_order_confirmation(
-        worker.pool, worker.settings, worker.mailer, order_id
+        worker.pool, worker.settings, worker.mailer, worker.sent_confirmations, order_id
     )
     log.info("confirmation_sent" if sent else "confirmation_not_needed")
     return sent

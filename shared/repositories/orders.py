@@ -306,10 +306,12 @@ async def mark_cancelled(conn: asyncpg.Connection, order_id: int) -> None:
     )
 
 
-async def mark_confirmation_sent(conn: asyncpg.Connection, order_id: int) -> bool:
-    status = await conn.execute(
-        "UPDATE orders SET confirmation_sent_at = now()"
-        " WHERE id = $1 AND confirmation_sent_at IS NULL",
-        order_id,
+async def mark_confirmations_sent(conn: asyncpg.Connection, order_ids: Sequence[int]) -> None:
+    """Notes when each order's confirmation went out; one already noted keeps its time."""
+    # The rows are locked in id order, as two such statements that share orders must lock them.
+    await conn.execute(
+        "UPDATE orders SET confirmation_sent_at = now() WHERE id IN ("
+        " SELECT id FROM orders WHERE id = any($1::bigint[]) AND confirmation_sent_at IS NULL"
+        " ORDER BY id FOR UPDATE)",
+        order_ids,
     )
-    return bool(status == "UPDATE 1")

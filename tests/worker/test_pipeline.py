@@ -14,6 +14,7 @@ from shared.mail import confirmation_message_id
 from shared.notifications import send_order_confirmation
 from shared.outbox import OutboxRelay
 from shared.redis import REDIS_UNAVAILABLE_ERRORS
+from shared.repositories import orders as orders_repo
 from shared.schemas import ProductPublic
 from shared.settings import Settings
 from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
@@ -84,13 +85,53 @@ async def test_running_the_jobs_again_changes_nothing(
         worker_context.pool, worker_context.settings, worker_context.cache, order_id
     )
     resent = await send_order_confirmation(
-        worker_context.pool, worker_context.settings, worker_context.mailer, order_id
+        worker_context.pool,
+        worker_context.settings,
+        worker_context.mailer,
+        worker_context.sent_confirmations,
+        order_id,
     )
 
     assert again == "confirmed"
     assert resent is False
     assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 1
+
+
+async def test_confirmations_sent_together_are_noted_in_one_statement(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    db: asyncpg.Pool,
+    worker_context: WorkerContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    product = await make_product(stock=10)
+    order_ids = [await place(api, client_key, product.id, 1) for _ in range(4)]
+    noted_before = await db.fetchval(
+        "UPDATE orders SET confirmation_sent_at = now() - interval '1 hour' WHERE id = $1"
+        " RETURNING confirmation_sent_at",
+        order_ids[0],
+    )
+    statements: list[list[int]] = []
+    mark = orders_repo.mark_confirmations_sent
+
+    async def recorded(conn: asyncpg.Connection, ids: list[int]) -> None:
+        statements.append(list(ids))
+        await mark(conn, ids)
+
+    monkeypatch.setattr(orders_repo, "mark_confirmations_sent", recorded)
+
+    await asyncio.gather(*(worker_context.sent_confirmations.note(i) for i in order_ids))
+
+    assert statements == [order_ids]
+    rows = await db.fetch(
+        "SELECT id, confirmation_sent_at FROM orders WHERE id = any($1::bigint[]) ORDER BY id",
+        order_ids,
+    )
+    sent_at = {row["id"]: row["confirmation_sent_at"] for row in rows}
+    assert sent_at[order_ids[0]] == noted_before
+    assert all(sent_at[order_id] is not None for order_id in order_ids[1:])
 
 
 async def test_an_order_is_rejected_when_stock_is_short(
