@@ -630,6 +630,14 @@ def _run_queues(
     async def rounds(worker_label: str) -> None:
         queue = await create_pool(RedisSettings.from_dsn(stack.redis.url))
         try:
+            if options.warmup_s > 0:
+                # Not counted: the workers open their Postgres, Redis and SMTP connections, and
+                # the first round would pay for them where the next ones do not.
+                _say(f"queue warm-up ({worker_label})")
+                warmup_orders = max(1, options.e2e_orders // 5)
+                await _e2e_round(stack, seed, warmup_orders, f"{worker_label}warm")
+                for name in ("bench:noop1", "bench:noop2"):
+                    await _noop_round(queue, name, 2 * warmup_orders)
             for round_no in range(options.e2e_rounds):
                 _say(
                     f"queue round {round_no + 1}/{options.e2e_rounds} ({worker_label}), "
