@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.email_address import EmailAddress
 from shared.models import OrderStatus
 
 MAX_ORDER_LINES = 50
@@ -33,7 +34,7 @@ class _Input(BaseModel):
 
 
 class Customer(_Input):
-    email: EmailStr = Field(max_length=320)
+    email: EmailAddress = Field(max_length=320)
     name: Name
 
 
