@@ -59,8 +59,9 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
     that was just released to a waiter which has not run yet; the waiter then queues again, at
     the back. Under load (more requests than connections) that starves a few requests for many
     turns: at 64 connections on a pool of 10, p99 of POST /v1/orders was 2.7x its median. A
-    FIFO semaphore with one permit per connection (asyncio's is fair since 3.11.1) now decides
-    who goes next; the queue behind it only ever has a connection ready.
+    FIFO semaphore with one permit per connection (asyncio's is fair; tests/shared/test_db.py
+    checks the order) now decides who goes next; the queue behind it only ever has a connection
+    ready.
     """
 
     __slots__ = ("_turns",)
