@@ -22,7 +22,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY . .
 RUN pip install --no-deps . \
-    && python -c "import api.main, worker, shared.settings"
+    && python -c "import api.main, worker, kit.settings"
 
 USER app
 EXPOSE 8000

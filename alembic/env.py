@@ -8,8 +8,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from shared.models import Base
-from shared.settings import get_settings
+from kit.settings import get_settings
+from shop.models import Base
 
 config = context.config
 if config.config_file_name is not None:

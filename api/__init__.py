@@ -1,1 +1,1 @@
-"""The HTTP ingress: turns requests into calls on the shared domain layer and back."""
+"""The HTTP ingress: turns requests into calls on the domain layer (`shop`) and back."""

@@ -10,7 +10,7 @@ already decided in memory, and hands everything else to FastAPI unchanged:
 - the bearer key is in the authenticator's cache as a valid key (an unknown, expired or revoked
   key goes to FastAPI, which looks it up and answers 401 itself);
 - the product is in the in-process catalogue tier (which keeps the read-after-write guarantee,
-  shared/catalogue.py);
+  shop/catalogue/cache.py);
 - the key is within its rate; FastAPI refuses it otherwise (a refused request does not count).
 
 The response is the one FastAPI's route sends, byte for byte (tests/api/test_cached_reads.py);
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared import catalogue
+from shop.catalogue import service as catalogue
 
 if TYPE_CHECKING:
     from api.deps import AppState

@@ -10,13 +10,13 @@ from fastapi.security import HTTPBearer
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
-from shared.auth import Authenticator, Client
-from shared.catalogue import ProductCache
-from shared.errors import Forbidden, TooManyRequests, Unauthorized
-from shared.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
-from shared.outbox import RelayWaker
-from shared.rate_limit import RateLimiter
-from shared.settings import Settings
+from api.rate_limit import RateLimiter
+from kit.errors import Forbidden, TooManyRequests, Unauthorized
+from kit.settings import Settings
+from shop.catalogue.cache import ProductCache
+from shop.clients.auth import Authenticator, Client
+from shop.jobs.relay import RelayWaker
+from shop.orders.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
 
 
 @dataclass(frozen=True, slots=True)

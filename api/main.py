@@ -14,17 +14,18 @@ from api.cached_reads import CachedProductReads
 from api.deps import AppState
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
+from api.rate_limit import RateLimiter
 from api.routes import health, metrics, orders, products
-from shared.auth import Authenticator
-from shared.catalogue import ProductCache, reload_products_ahead
-from shared.db import create_pool
-from shared.heap import freeze_startup_heap
-from shared.logging import configure_logging
-from shared.metrics import mark_process_dead, record_pool
-from shared.outbox import RelayWaker
-from shared.rate_limit import RateLimiter
-from shared.redis import create_redis
-from shared.settings import Settings, get_settings
+from kit.db import create_pool
+from kit.heap import freeze_startup_heap
+from kit.logging import configure_logging
+from kit.metrics import mark_process_dead, record_pool
+from kit.redis import create_redis
+from kit.settings import Settings, get_settings
+from shop.catalogue.cache import ProductCache
+from shop.catalogue.service import reload_products_ahead
+from shop.clients.auth import Authenticator
+from shop.jobs.relay import RelayWaker
 
 _POOL_GAUGE_INTERVAL_S = 5.0
 

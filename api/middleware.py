@@ -8,7 +8,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.metrics import REQUEST_DURATION
+from kit.metrics import REQUEST_DURATION
 
 log = structlog.get_logger("api.requests")
 

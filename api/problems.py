@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
-from shared.errors import DomainError
-from shared.schemas import Problem
+from api.schemas import Problem
+from kit.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
+from kit.errors import DomainError
 
 log = structlog.get_logger(__name__)
 

@@ -23,10 +23,10 @@ from pydantic import BaseModel
 
 from api.middleware import RequestContextMiddleware
 from bench.noop_worker import MARK_DONE, QUEUE_NAME, done_key
-from shared.db import create_pool as create_db_pool
-from shared.heap import freeze_startup_heap
-from shared.redis import create_redis
-from shared.settings import get_settings
+from kit.db import create_pool as create_db_pool
+from kit.heap import freeze_startup_heap
+from kit.redis import create_redis
+from kit.settings import get_settings
 
 log = logging.getLogger("bench.claims")
 
@@ -37,7 +37,7 @@ class Greeting(BaseModel):
 
 @asynccontextmanager
 async def _served_like_the_api(_app: FastAPI) -> AsyncIterator[None]:
-    # The API freezes its start-up heap (shared.heap); without it, full collections paused these
+    # The API freezes its start-up heap (kit.heap); without it, full collections paused these
     # apps for tens of milliseconds under POST load and made their p99 a measure of the collector.
     freeze_startup_heap()
     yield

@@ -11,7 +11,7 @@ from typing import Any
 
 from arq import func
 
-from worker.settings import Settings as ProductWorkerSettings
+from worker.settings import WorkerSettings
 
 NOOP = "noop"
 MARK_DONE = "mark_done"
@@ -36,7 +36,7 @@ QUEUE_NAME = os.environ.get("BENCH_NOOP_QUEUE", "bench:noop")
 
 # arq reads a settings class's own __dict__ (a subclass would lose what it inherits), or a dict.
 Settings: dict[str, Any] = {
-    **{k: v for k, v in vars(ProductWorkerSettings).items() if not k.startswith("_")},
+    **{k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")},
     "functions": [func(noop, name=NOOP), func(mark_done, name=MARK_DONE)],
     "queue_name": QUEUE_NAME,
     "on_startup": None,

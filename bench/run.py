@@ -25,11 +25,12 @@ from bench import load
 from bench.load import LoadResult
 from bench.noop_worker import NOOP, done_key
 from bench.stack import Child, Server, Stack, granian_argv, tree_rss_bytes, uvicorn_argv
-from shared.clients import create_client
-from shared.repositories import orders as orders_repo
-from shared.repositories import products as products_repo
-from shared.repositories.orders import PricedLine
-from shared.schemas import Customer, ProductCreate
+from shop.catalogue import repository as products_repo
+from shop.catalogue.schemas import ProductCreate
+from shop.clients.service import create_client
+from shop.orders import repository as orders_repo
+from shop.orders.repository import PricedLine
+from shop.orders.schemas import Customer
 
 HOT_PRODUCTS = 100
 CONNECTIONS = 64
@@ -601,7 +602,7 @@ async def _settle(stack: Stack) -> None:
     try:
         async with conn.transaction():
             await conn.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
-            # The relay re-delivers the jobs of orders still pending (shared/outbox.py): close
+            # The relay re-delivers the jobs of orders still pending (shop/jobs/relay.py): close
             # them, or the workers would work through them in the middle of a measurement.
             await conn.execute(
                 "UPDATE orders SET status = 'cancelled', cancelled_at = now()"

@@ -36,7 +36,7 @@ from devstack.services import (
     port_is_free,
     reachable_by_postgres,
 )
-from shared.settings import Settings
+from kit.settings import Settings
 
 DEMO_ORDER = (
     '{"customer": {"email": "ada@example.com", "name": "Ada Lovelace"}, '
@@ -80,11 +80,11 @@ def _ignore_stop_signals() -> None:
 
 
 def _default_url(field: str) -> str:
-    """The default of a URL setting in shared/settings.py, where the local stack listens."""
+    """The default of a URL setting in kit/settings.py, where the local stack listens."""
     # Imported here: `ensure-binaries` runs before anything else of the project is needed.
     from pydantic import SecretStr
 
-    from shared.settings import Settings
+    from kit.settings import Settings
 
     default = Settings.model_fields[field].default
     return default.get_secret_value() if isinstance(default, SecretStr) else str(default)

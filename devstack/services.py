@@ -351,7 +351,7 @@ class PostgresService(_ServerProcess):
         *,
         fsync: bool = True,
         user: str = "orders",
-        # The well-known password of a throwaway cluster, as in shared/settings.py's default.
+        # The well-known password of a throwaway cluster, as in kit/settings.py's default.
         password: str = "orders",  # noqa: S107
         database: str = "orders",
         settings: Mapping[str, str] | None = None,

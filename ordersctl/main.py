@@ -1,7 +1,7 @@
 """`ordersctl`: the operator's view of the queue, jobs, outbox and workers.
 
 Every command takes `--json`; read commands take `--watch SECONDS`. The reading and the re-driving
-live in `shared/` (queue_inspect, operations, dead_letters); this module parses, calls, renders.
+live in `ops/` and `shop/jobs/dead_jobs.py`; this module parses, calls, renders.
 Exit codes of `queue` and `health` follow the Nagios convention: 0 ok, 1 warning, 2 critical,
 3 unknown (a service could not be read).
 """
@@ -23,15 +23,17 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from shared import dead_letters, operations, queue_inspect
-from shared.clients import create_client
-from shared.db import UNAVAILABLE_ERRORS, create_pool
-from shared.demo import seed_demo
-from shared.errors import DomainError, NotFound
-from shared.operations import jsonable
-from shared.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
-from shared.repositories import clients as clients_repo
-from shared.settings import Settings, get_settings
+from kit.db import UNAVAILABLE_ERRORS, create_pool
+from kit.errors import DomainError, NotFound
+from kit.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
+from kit.settings import Settings, get_settings
+from ops import queue as queue_inspect
+from ops import views as operations
+from ops.views import jsonable
+from shop.clients import repository as clients_repo
+from shop.clients.service import create_client
+from shop.demo import seed_demo
+from shop.jobs import dead_jobs as dead_letters
 
 T = TypeVar("T")
 

@@ -14,15 +14,14 @@ from arq.connections import create_pool as create_arq_pool
 from fastapi import FastAPI
 
 from api.main import create_app
-from shared.clients import create_client
-from shared.outbox import OutboxRelay
-from shared.repositories import products as products_repo
-from shared.schemas import ProductCreate, ProductPublic
-from shared.settings import Settings, get_settings
+from kit.settings import Settings, get_settings
+from shop.catalogue import repository as products_repo
+from shop.catalogue.schemas import ProductCreate, ProductPublic
+from shop.clients.service import create_client
+from shop.jobs.relay import OutboxRelay
 from worker.context import WorkerContext
 from worker.monitor import WorkerMonitor
-from worker.settings import Settings as WorkerSettings
-from worker.settings import create_worker_context
+from worker.settings import WorkerSettings, create_worker_context
 
 
 @pytest.fixture(scope="session")

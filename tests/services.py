@@ -22,7 +22,7 @@ import pytest
 from devstack.mailsink import MailSink
 from devstack.project import alembic_upgrade_head
 from devstack.services import PostgresService, RedisService, ensure_binaries, free_port
-from shared.settings import get_settings
+from kit.settings import get_settings
 
 # Asking for any of these fixtures, directly or through another fixture, makes a test one that
 # uses the services, and so one that `clean_state` cleans up before.

@@ -1,5 +1,8 @@
-"""The ARQ worker: `arq worker.Settings`."""
+"""The ARQ worker: `arq worker.Settings` runs `WorkerSettings`."""
 
-from worker.settings import Settings
+from worker.settings import WorkerSettings
 
-__all__ = ["Settings"]
+# The name the `arq worker.Settings` command line (Dockerfile, compose, docs) has always used.
+Settings = WorkerSettings
+
+__all__ = ["Settings", "WorkerSettings"]

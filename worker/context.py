@@ -4,10 +4,10 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
-from shared.catalogue import ProductCache
-from shared.mail import Mailer
-from shared.notifications import SentConfirmations
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.cache import ProductCache
+from shop.fulfilment.confirmation import SentConfirmations
+from shop.fulfilment.mail import Mailer
 
 
 @dataclass(frozen=True, slots=True)

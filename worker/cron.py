@@ -4,7 +4,7 @@ from typing import Any
 
 import structlog
 
-from shared import idempotency
+from shop.orders import idempotency
 from worker.context import WorkerContext
 
 log = structlog.get_logger(__name__)

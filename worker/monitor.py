@@ -23,10 +23,10 @@ import structlog
 from arq import Retry
 from redis.asyncio import Redis
 
-from shared import metrics
-from shared.queue_inspect import STATS_TTL_S, outcome_counter_key, worker_key_prefix
-from shared.redis import REDIS_UNAVAILABLE_ERRORS
-from shared.settings import Settings
+from kit import metrics
+from kit.redis import REDIS_UNAVAILABLE_ERRORS
+from kit.settings import Settings
+from ops.queue import STATS_TTL_S, outcome_counter_key, worker_key_prefix
 
 log = structlog.get_logger(__name__)
 

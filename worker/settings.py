@@ -13,18 +13,17 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.catalogue import ProductCache
-from shared.db import create_pool
-from shared.heap import freeze_startup_heap
-from shared.jobs import JobName
-from shared.logging import configure_logging
-from shared.mail import Mailer
-from shared.metrics import mark_process_dead
-from shared.notifications import SentConfirmations
-from shared.outbox import OutboxRelay
-from shared.redis import create_redis
-from shared.settings import Settings as AppSettings
-from shared.settings import get_settings
+from kit.db import create_pool
+from kit.heap import freeze_startup_heap
+from kit.logging import configure_logging
+from kit.metrics import mark_process_dead
+from kit.redis import create_redis
+from kit.settings import Settings, get_settings
+from shop.catalogue.cache import ProductCache
+from shop.fulfilment.confirmation import SentConfirmations
+from shop.fulfilment.mail import Mailer
+from shop.jobs.names import JobName
+from shop.jobs.relay import OutboxRelay
 from worker.context import WorkerContext
 from worker.cron import purge_idempotency_keys
 from worker.monitor import WorkerMonitor, observed
@@ -35,7 +34,7 @@ log = structlog.get_logger(__name__)
 _settings = get_settings()
 
 
-def queue_redis_settings(settings: AppSettings) -> RedisSettings:
+def queue_redis_settings(settings: Settings) -> RedisSettings:
     """How the worker reaches the queue: riding out a Redis restart instead of exiting.
 
     ARQ lets any Redis error out of its poll loop, which ends the worker process. Each command
@@ -50,7 +49,7 @@ def queue_redis_settings(settings: AppSettings) -> RedisSettings:
     return redis_settings
 
 
-async def create_worker_context(settings: AppSettings) -> WorkerContext:
+async def create_worker_context(settings: Settings) -> WorkerContext:
     pool = await create_pool(settings, application_name="orders-worker")
     redis = create_redis(settings)
     return WorkerContext(
@@ -77,13 +76,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["relay_queue"] = queue
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
-    # Jobs here write outbox rows without a NOTIFY (shared/inventory.py): they wake this relay.
+    # Jobs here write outbox rows without a NOTIFY (shop/fulfilment/inventory.py): they wake this
+    # relay.
     worker = dataclasses.replace(worker, outbox_written=relay.wake)
     ctx["worker"] = worker
     ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
     # No cache listener: the worker serves no product reads, and its own invalidations wait for
-    # no acknowledgement (shared/inventory.py), so subscribing would only make every API write
-    # wait for this process's acknowledgement too.
+    # no acknowledgement (shop/fulfilment/inventory.py), so subscribing would only make every API
+    # write wait for this process's acknowledgement too.
     monitor = WorkerMonitor(ctx["redis"], settings, worker.pool)
     ctx["monitor"] = monitor
     ctx["heartbeat_task"] = asyncio.create_task(monitor.run(), name="worker-heartbeat")
@@ -125,7 +125,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await worker.pool.close()
 
 
-class Settings:
+class WorkerSettings:
     """ARQ reads these attributes; `arq worker.Settings` runs a worker with them."""
 
     functions = [

@@ -1,4 +1,4 @@
-"""Jobs: thin wrappers that turn an ARQ call into a call on the shared domain layer.
+"""Jobs: thin wrappers that turn an ARQ call into a call on the domain layer (`shop`).
 
 Each job takes ids, reloads state and does nothing if its work is done. Transient failures
 (a dependency down or slow) are retried with exponential backoff and jitter; anything else fails
@@ -16,14 +16,14 @@ import aiosmtplib
 import structlog
 from arq import Retry
 
-from shared import inventory, notifications
-from shared.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
-from shared.dead_letters import record_dead_job
-from shared.errors import ServiceUnavailable
-from shared.jobs import JobName
-from shared.models import OrderStatus
-from shared.redis import REDIS_UNAVAILABLE_ERRORS
-from shared.settings import Settings
+from kit.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
+from kit.errors import ServiceUnavailable
+from kit.redis import REDIS_UNAVAILABLE_ERRORS
+from kit.settings import Settings
+from shop.fulfilment import confirmation, inventory
+from shop.jobs.dead_jobs import record_dead_job
+from shop.jobs.names import JobName
+from shop.models import OrderStatus
 from worker.context import WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -111,7 +111,7 @@ def _job(name: JobName, function: JobFunction[R]) -> Callable[..., Coroutine[Any
             job_try=job_try,
         ):
             if job_try > settings.job_max_tries:
-                await _bury(
+                await _record_dead(
                     ctx, name, order_id, request_id, "no try finished (worker killed or timed out)"
                 )
                 return None
@@ -121,7 +121,7 @@ def _job(name: JobName, function: JobFunction[R]) -> Callable[..., Coroutine[Any
                 )
             except Exception as exc:
                 if not is_transient(exc) or job_try >= settings.job_max_tries:
-                    await _bury(ctx, name, order_id, request_id, repr(exc), exc)
+                    await _record_dead(ctx, name, order_id, request_id, repr(exc), exc)
                     raise
                 delay_s = retry_delay_s(settings, job_try)
                 log.warning("job_retrying", error=repr(exc), retry_in_s=round(delay_s, 2))
@@ -155,7 +155,7 @@ async def _bounded(work: Awaitable[R], timeout_s: float) -> R:
     raise TimeoutError(f"the job did not finish within {timeout_s} s")
 
 
-async def _bury(
+async def _record_dead(
     ctx: dict[str, Any],
     name: JobName,
     order_id: int,
@@ -191,7 +191,7 @@ async def _bury(
 
 @job(JobName.RESERVE_INVENTORY)
 async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: str | None) -> str:
-    status = await inventory.reserve_stock(
+    status = await inventory.reserve_inventory(
         worker.pool, worker.settings, worker.cache, order_id, request_id
     )
     if status is OrderStatus.CONFIRMED:
@@ -207,7 +207,7 @@ async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: st
 
 @job(JobName.SEND_CONFIRMATION)
 async def send_confirmation(worker: WorkerContext, order_id: int, request_id: str | None) -> bool:
-    sent = await notifications.send_order_confirmation(
+    sent = await confirmation.send_confirmation(
         worker.pool, worker.settings, worker.mailer, worker.sent_confirmations, order_id
     )
     log.info("confirmation_sent" if sent else "confirmation_not_needed")

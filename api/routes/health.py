@@ -4,9 +4,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import StateDep
-from shared.db import UNAVAILABLE_ERRORS
-from shared.redis import REDIS_UNAVAILABLE_ERRORS
-from shared.schemas import Health
+from api.schemas import Health
+from kit.db import UNAVAILABLE_ERRORS
+from kit.redis import REDIS_UNAVAILABLE_ERRORS
 
 router = APIRouter(tags=["health"])
 

@@ -1,8 +1,8 @@
 from fastapi import APIRouter, Response
 
 from api.deps import StateDep
-from shared import metrics
-from shared.operations import system_sample
+from kit import metrics
+from ops.views import system_sample
 
 router = APIRouter(tags=["operations"])
 

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import ClientDep, IdempotencyKeyDep, StateDep, app_state, request_id_of
 from api.problems import CANCEL_CONFLICT, COMMON_PROBLEMS, IN_PROGRESS, NOT_FOUND
-from shared import orders
-from shared.idempotency import StoredResponse
-from shared.models import OrderStatus
-from shared.schemas import MAX_ID, OrderCreate, OrderPage, OrderPublic
+from shop.fields import MAX_ID
+from shop.models import OrderStatus
+from shop.orders import service as orders
+from shop.orders.idempotency import StoredResponse
+from shop.orders.schemas import OrderCreate, OrderPage, OrderPublic
 
 router = APIRouter(
     prefix="/v1/orders",

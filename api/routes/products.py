@@ -8,9 +8,10 @@ from starlette.routing import BaseRoute
 
 from api.deps import AdminDep, AppState, ClientDep, StateDep
 from api.problems import COMMON_PROBLEMS, FORBIDDEN, NOT_FOUND, SKU_TAKEN
-from shared import catalogue
-from shared.pagination import decode_cursor
-from shared.schemas import MAX_ID, ProductCreate, ProductPage, ProductPublic, ProductUpdate
+from kit.pagination import decode_cursor
+from shop.catalogue import service as catalogue
+from shop.catalogue.schemas import ProductCreate, ProductPage, ProductPublic, ProductUpdate
+from shop.fields import MAX_ID
 
 log = structlog.get_logger(__name__)
 

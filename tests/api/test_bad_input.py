@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.schemas import ProductPublic
+from shop.catalogue.schemas import ProductPublic
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import bearer
 

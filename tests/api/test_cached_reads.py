@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from api.routes import products as products_routes
-from shared import catalogue
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue import service as catalogue
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import api_with, bearer
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]

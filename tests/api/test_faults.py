@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.api.test_idempotency import keyed
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import api_with, bearer, wait_for

@@ -16,8 +16,8 @@ import pytest
 from arq.connections import ArqRedis
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import JobRunner, bearer, wait_for
 from tests.processes import ApiProcess, Server, live_gauge_pids
 

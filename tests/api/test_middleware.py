@@ -7,7 +7,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from api.main import create_app
-from shared.settings import Settings
+from kit.settings import Settings
 
 
 @pytest.fixture

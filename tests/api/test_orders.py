@@ -7,7 +7,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.schemas import ProductPublic
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import JobRunner, bearer, stock_of
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import JobRunner, bearer
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]

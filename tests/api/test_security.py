@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from devstack.services import LOOPBACK, free_port
+from kit.settings import Settings
 from ordersctl.main import app as ordersctl
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import api_with, bearer, wait_for
 from tests.processes import ApiProcess, Server

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.schemas import ProductPublic
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
 from tests.processes import ApiProcess, Server, backends_waiting_for_a_lock, row_locked
 

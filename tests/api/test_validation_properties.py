@@ -10,7 +10,7 @@ import httpx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.schemas import ProductPublic
+from shop.catalogue.schemas import ProductPublic
 from tests.api.test_orders import count_rows
 from tests.app_fixtures import bearer
 

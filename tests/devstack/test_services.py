@@ -13,7 +13,7 @@ import redis
 
 from devstack.mailsink import MailSink
 from devstack.services import PostgresService, RedisService, free_port, port_is_free
-from shared.settings import get_settings
+from kit.settings import get_settings
 from tests.services import ServiceStack
 
 pytestmark = pytest.mark.slow

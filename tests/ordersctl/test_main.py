@@ -22,9 +22,9 @@ from arq.connections import ArqRedis
 from click.testing import Result
 from typer.testing import CliRunner
 
+from kit.settings import Settings
 from ordersctl.main import app as ordersctl
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import JobRunner, bearer, wait_for
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]

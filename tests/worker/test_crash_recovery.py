@@ -17,9 +17,9 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job
 
-from shared.jobs import JobName, job_id_for
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
+from shop.jobs.names import JobName, job_id_for
 from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
 from tests.processes import WorkerProcess, backends_waiting_for_a_lock, row_locked
 

@@ -6,13 +6,13 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
 from tests.api.test_orders import order_body
 from tests.app_fixtures import bearer
 from worker.context import WorkerContext
 from worker.cron import purge_idempotency_keys
-from worker.settings import Settings as WorkerSettings
+from worker.settings import WorkerSettings
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 

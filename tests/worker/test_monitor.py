@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from devstack.services import LOOPBACK, free_port
 from ordersctl.main import app as ordersctl
-from shared.schemas import ProductPublic
+from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
 from tests.processes import WorkerProcess
 

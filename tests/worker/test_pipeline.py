@@ -9,14 +9,14 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.inventory import reserve_stock
-from shared.mail import confirmation_message_id
-from shared.notifications import send_order_confirmation
-from shared.outbox import OutboxRelay
-from shared.redis import REDIS_UNAVAILABLE_ERRORS
-from shared.repositories import orders as orders_repo
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.redis import REDIS_UNAVAILABLE_ERRORS
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
+from shop.fulfilment.confirmation import send_confirmation
+from shop.fulfilment.inventory import reserve_inventory
+from shop.fulfilment.mail import confirmation_message_id
+from shop.jobs.relay import OutboxRelay
+from shop.orders import repository as orders_repo
 from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
 from tests.processes import WorkerProcess
 from worker.context import WorkerContext
@@ -81,10 +81,10 @@ async def test_running_the_jobs_again_changes_nothing(
     order_id = await place(api, client_key, product.id, 2)
     await jobs.run_until_idle()
 
-    again = await reserve_stock(
+    again = await reserve_inventory(
         worker_context.pool, worker_context.settings, worker_context.cache, order_id
     )
-    resent = await send_order_confirmation(
+    resent = await send_confirmation(
         worker_context.pool,
         worker_context.settings,
         worker_context.mailer,

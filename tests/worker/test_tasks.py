@@ -14,11 +14,11 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from shared.dead_letters import redrive
-from shared.errors import Conflict, NotFound
-from shared.jobs import JobName, job_id_for
-from shared.schemas import ProductPublic
-from shared.settings import Settings
+from kit.errors import Conflict, NotFound
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
+from shop.jobs.dead_jobs import redrive
+from shop.jobs.names import JobName, job_id_for
 from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker import tasks
 from worker.context import WorkerContext
@@ -158,7 +158,7 @@ async def test_a_permanent_failure_is_not_retried_and_is_recorded_in_the_ledger(
     assert dead["order_id"] == missing_order
     assert dead["error"] == "PermanentJobError('order 424242 does not exist')"
     assert "Traceback" in dead["traceback"]
-    assert "reserve_stock" in dead["traceback"]
+    assert "shop/fulfilment/inventory.py" in dead["traceback"]
     assert dead["tries"] == 1
     assert dead["enqueued_at"] is not None
     assert dead["enqueued_at"] <= dead["failed_at"]

@@ -1,0 +1,1 @@
+"""Plumbing every process shares: settings, connections, logging, metrics, heap, batching."""

@@ -1,0 +1,1 @@
+"""Operator views over the queue, the jobs, the outbox and the workers (`ordersctl`, `/metrics`)."""

@@ -1,1 +1,0 @@
-"""The domain layer shared by the API, the worker and the admin CLI."""

@@ -1,1 +1,0 @@
-"""SQL lives here, one module per aggregate. Every statement is parameterised."""

@@ -1,0 +1,1 @@
+"""Products and the cache in front of them."""

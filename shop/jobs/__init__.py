@@ -1,0 +1,1 @@
+"""Jobs: their names, the outbox and its relay to the queue, and the dead-job ledger."""

@@ -1,0 +1,1 @@
+"""Placing, reading and cancelling orders, with Idempotency-Keys."""

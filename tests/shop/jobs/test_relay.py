@@ -1,0 +1,125 @@
+"""The outbox relay hands over again the jobs Redis lost, and only those."""
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+import httpx
+from arq.connections import ArqRedis
+
+from kit.settings import Settings
+from shop.catalogue.schemas import ProductPublic
+from shop.jobs.relay import OutboxRelay, RelayWaker
+from tests.app_fixtures import JobRunner, bearer, stock_of
+from worker.context import WorkerContext
+
+MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
+
+
+async def place(api: httpx.AsyncClient, key: str, product_id: int) -> int:
+    response = await api.post(
+        "/v1/orders",
+        json={
+            "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+            "items": [{"product_id": product_id, "quantity": 1}],
+        },
+        headers=bearer(key),
+    )
+    assert response.status_code == 201, response.text
+    order_id: int = response.json()["id"]
+    return order_id
+
+
+def eager_relay(context: WorkerContext, queue: ArqRedis, settings: Settings) -> OutboxRelay:
+    """A relay that looks for lost jobs among those handed over more than 10 ms ago."""
+    return OutboxRelay(
+        context.pool, queue, settings.model_copy(update={"outbox_redeliver_after_s": 0.01})
+    )
+
+
+async def test_jobs_that_redis_lost_are_handed_over_again_and_run_once(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    jobs: JobRunner,
+    worker_context: WorkerContext,
+    arq_redis: ArqRedis,
+    settings: Settings,
+    db: asyncpg.Pool,
+    mail_sink: Any,
+) -> None:
+    product = await make_product(stock=5)
+    lost = await place(api, client_key, product.id)
+    done = await place(api, client_key, product.id)
+    relay = eager_relay(worker_context, arq_redis, settings)
+    assert await relay.deliver_pending() == 2
+    await arq_redis.delete(f"arq:job:reserve_inventory:{lost}")
+    await arq_redis.zrem(settings.queue_name, f"reserve_inventory:{lost}")
+    await asyncio.sleep(0.05)
+
+    assert await relay.redeliver_lost() == 1
+    worker = jobs.worker()
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    await jobs.run_until_idle()
+    assert await relay.redeliver_lost() == 0
+
+    statuses = dict(await db.fetch("SELECT id, status FROM orders"))
+    assert statuses == {lost: "confirmed", done: "confirmed"}
+    assert await stock_of(db, product.id) == 3
+    assert len(mail_sink.messages) == 2
+
+
+async def test_jobs_redis_still_has_or_the_ledger_holds_are_not_handed_over_again(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    worker_context: WorkerContext,
+    arq_redis: ArqRedis,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=5)
+    queued = await place(api, client_key, product.id)
+    buried = await place(api, client_key, product.id)
+    relay = eager_relay(worker_context, arq_redis, settings)
+    await relay.deliver_pending()
+    await arq_redis.flushall()
+    await db.execute(
+        "INSERT INTO dead_jobs (job_id, function, args, kwargs, order_id, error, tries)"
+        " VALUES ($1, 'reserve_inventory', $2, '{}', $3, 'gave up', 8)",
+        f"reserve_inventory:{buried}",
+        f"[{buried}]",
+        buried,
+    )
+    await asyncio.sleep(0.05)
+
+    assert await relay.redeliver_lost() == 1  # the queued one, which the flush lost
+    await asyncio.sleep(0.05)
+    assert await relay.redeliver_lost() == 0  # ARQ has it again, and drops the copy
+    assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{queued}") is not None
+    assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{buried}") is None
+
+
+async def test_pokes_that_arrive_while_a_notification_is_in_flight_share_the_next_one(
+    worker_context: WorkerContext, settings: Settings
+) -> None:
+    heard: list[str] = []
+    listener = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await listener.add_listener("outbox", lambda *args: heard.append(args[2]))
+        waker = RelayWaker(worker_context.pool, settings.db_pool_acquire_timeout_s)
+        for _ in range(50):
+            waker.poke()
+        await asyncio.sleep(0)  # the first notification is on its way now
+        for _ in range(50):
+            waker.poke()
+        await waker.close()
+        await asyncio.sleep(0.2)  # notifications reach the listener asynchronously
+    finally:
+        await listener.close()
+    # The first 50 pokes share one notification, the 50 while it was in flight a second.
+    assert heard == ["outbox", "outbox"]
