@@ -32,7 +32,6 @@ async def reserve_inventory(
     status = reservation.after or reservation.before
     if status is OrderStatus.CONFIRMED:
         # Also when an earlier try confirmed the order: its worker may have died before it
-        # invalidated (its statement commits even then, once its locks are granted).
-        # Without waiting for other processes: no response waits on this (ProductCache).
-        await cache.invalidate_products(reservation.product_ids, wait=False)
+        # refreshed the cache (its statement commits even then, once its locks are granted).
+        await cache.stock_taken(reservation.product_ids)
     return status

@@ -24,9 +24,11 @@ WITH locked_order AS MATERIALIZED (
     SELECT product_id, quantity FROM order_lines
     WHERE order_id = (SELECT id FROM locked_order WHERE status = 'pending')
 ), stock AS MATERIALIZED (
+    -- NO KEY: orders being placed check their lines' products with KEY SHARE locks, which a
+    -- plain FOR UPDATE would make wait until this reservation's commit is flushed.
     SELECT id, stock FROM products
     WHERE id = any((SELECT array_agg(product_id) FROM line)::bigint[])
-    ORDER BY id FOR UPDATE
+    ORDER BY id FOR NO KEY UPDATE
 ), shortage AS MATERIALIZED (
     SELECT string_agg(
                format('product %s (requested %s, available %s)',
