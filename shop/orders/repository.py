@@ -30,9 +30,6 @@ new_lines AS (
     SELECT new_order.id, line.position, line.product_id, line.quantity, line.unit_price_cents
     FROM new_order, unnest($7::bigint[], $8::int[], $9::bigint[])
          WITH ORDINALITY AS line(product_id, quantity, unit_price_cents, position)
-    -- The lines' foreign-key checks lock their product rows (KEY SHARE) in insertion order; in
-    -- product id order, as the inventory job locks them, the two can never wait in a cycle.
-    ORDER BY line.product_id
 ), new_job AS (
     INSERT INTO outbox (job_id, function, args, order_id, request_id)
     SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
