@@ -44,6 +44,11 @@ def _price_lines(
     return lines, currencies[0]
 
 
+def total_cents(lines: Sequence[PricedLine]) -> int:
+    """What the order costs: its lines at the catalogue's prices, in minor units."""
+    return sum(line.quantity * line.unit_price_cents for line in lines)
+
+
 def order_location(order_id: int) -> str:
     return f"/v1/orders/{order_id}"
 
@@ -86,8 +91,8 @@ async def place_order_once(
             if plan.stored is not None:
                 return idempotency.replay(request, plan.stored)
             lines, currency = _price_lines(order, plan.prices)
-            total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
-            placed = _pending(plan.order_id, plan.created_at, order, lines, total_cents, currency)
+            total = total_cents(lines)
+            placed = _pending(plan.order_id, plan.created_at, order, lines, total, currency)
             response = StoredResponse(
                 status=201,
                 body=placed.model_dump_json().encode(),
@@ -100,7 +105,7 @@ async def place_order_once(
                     client_id=client.id,
                     customer=order.customer,
                     lines=lines,
-                    total_cents=total_cents,
+                    total_cents=total,
                     currency=currency,
                     request_id=request_id,
                     key=idempotency_key,
@@ -123,17 +128,17 @@ async def _place(
 ) -> OrderPublic:
     prices = await products_repo.prices(conn, [line.product_id for line in order.items])
     lines, currency = _price_lines(order, prices)
-    total_cents = sum(line.quantity * line.unit_price_cents for line in lines)
+    total = total_cents(lines)
     order_id, created_at = await orders_repo.insert_with_reservation_job(
         conn,
         client_id=client.id,
         customer=order.customer,
         lines=lines,
-        total_cents=total_cents,
+        total_cents=total,
         currency=currency,
         request_id=request_id,
     )
-    return _pending(order_id, created_at, order, lines, total_cents, currency)
+    return _pending(order_id, created_at, order, lines, total, currency)
 
 
 def _pending(
