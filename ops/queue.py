@@ -29,6 +29,13 @@ from arq.constants import (
 from redis.asyncio import Redis
 
 from kit.errors import Conflict, NotFound
+from shop.jobs.keys import (
+    JobOutcome,
+    outcome_counter_key,
+    parse_outcome_field,
+    worker_key_prefix,
+)
+from shop.jobs.names import order_id_of
 
 _WINDOW = 500
 DEFAULT_SCAN_LIMIT = 100_000
@@ -36,8 +43,9 @@ DEFAULT_SCAN_LIMIT = 100_000
 QUEUED = "queued"
 DEFERRED = "deferred"
 IN_PROGRESS = "in-progress"
-COMPLETE = "complete"
-FAILED = "failed"
+# A finished job's status is named by its outcome; ARQ records a cancelled one as failed.
+COMPLETE = JobOutcome.COMPLETE
+FAILED = JobOutcome.FAILED
 DEAD = "dead"
 STATUSES = (QUEUED, DEFERRED, IN_PROGRESS, COMPLETE, FAILED, DEAD)
 
@@ -76,11 +84,6 @@ def _ms_to_datetime(ms: float | int | None) -> datetime | None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def order_id_of(args: list[Any]) -> int | None:
-    """Jobs take the order id first (shop.jobs.names)."""
-    return args[0] if args and isinstance(args[0], int) and not isinstance(args[0], bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,18 +255,8 @@ async def queue_stats(
     return stats
 
 
-# Worker-side counters of job outcomes: one small hash per queue and minute, "<outcome>:<function>"
-# -> count, kept two hours. ARQ's results would also tell, but counting them means reading every
-# result of the last 24 hours; these are 60 HGETALLs in one round trip.
-STATS_TTL_S = 2 * 3600
-
-
-def outcome_counter_key(queue: str, minute: int) -> str:
-    return f"{queue}:stats:{minute}"
-
-
 async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, int]]:
-    """function -> outcome -> count, over the last 60 minutes."""
+    """function -> outcome -> count, over the last 60 minutes, from the workers' counters."""
     minute = int(time.time() // 60)
     async with redis.pipeline(transaction=False) as pipe:
         for back in range(60):
@@ -272,7 +265,7 @@ async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, in
     counts: dict[str, Counter[str]] = {}
     for bucket in buckets:
         for raw_field, raw_count in bucket.items():
-            outcome, _, function = raw_field.decode().partition(":")
+            outcome, function = parse_outcome_field(raw_field.decode())
             counts.setdefault(function, Counter())[outcome] += int(raw_count)
     return {function: dict(sorted(c.items())) for function, c in sorted(counts.items())}
 
@@ -419,11 +412,6 @@ async def purge(redis: Redis, queue: str, *, scan_limit: int = DEFAULT_SCAN_LIMI
             pipe.delete(*(retry_key_prefix + job_id for job_id in doomed))
             await pipe.execute()
         removed += len(doomed)
-
-
-# Per-worker heartbeats (ARQ's own health check is one key per queue, overwritten by every worker).
-def worker_key_prefix(queue: str) -> str:
-    return f"{queue}:worker:"
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,7 +174,8 @@ async def order_timeline(
                 TimelineEvent(job.started_at, "job started", f"{job.job_id} try {job.tries}")
             )
         if job.finished_at:
-            outcome = f"result {job.result!r}" if job.status == "complete" else job.error or ""
+            complete = job.status == queue_inspect.COMPLETE
+            outcome = f"result {job.result!r}" if complete else job.error or ""
             events.append(
                 TimelineEvent(job.finished_at, f"job {job.status}", f"{job.job_id}: {outcome}")
             )

@@ -34,6 +34,7 @@ from shop.clients import repository as clients_repo
 from shop.clients.service import create_client
 from shop.demo import seed_demo
 from shop.jobs import dead_jobs as dead_letters
+from shop.jobs.keys import JobOutcome
 
 T = TypeVar("T")
 
@@ -219,7 +220,7 @@ def queue_command(
         rows = []
         worst = OK
         for stat in stats:
-            failed = stat.last_hour.get("failed", 0)
+            failed = stat.last_hour.get(JobOutcome.FAILED, 0)
             checks = {
                 "oldest_due_age": _grade(stat.oldest_due_age_s, warn_age, crit_age),
                 "queued": _grade(stat.queued, warn_depth, crit_depth),
@@ -254,9 +255,9 @@ def queue_command(
                 str(row["deferred"]),
                 str(row["in_progress"]),
                 _age(row["oldest_due_age_s"]),
-                str(last_hour.get("complete", 0)),
-                str(last_hour.get("failed", 0)),
-                str(last_hour.get("retried", 0)),
+                str(last_hour.get(JobOutcome.COMPLETE, 0)),
+                str(last_hour.get(JobOutcome.FAILED, 0)),
+                str(last_hour.get(JobOutcome.RETRIED, 0)),
                 row["status"] + "".join(f" ({name})" for name in row["breaches"]),
             )
             history = row["last_hour_by_function"]
@@ -270,9 +271,9 @@ def queue_command(
                     str(counts.get(queue_inspect.QUEUED, 0)),
                     str(counts.get(queue_inspect.DEFERRED, 0)),
                     str(counts.get(queue_inspect.IN_PROGRESS, 0)),
-                    str(outcomes.get("complete", 0)),
-                    str(outcomes.get("failed", 0)),
-                    str(outcomes.get("retried", 0)),
+                    str(outcomes.get(JobOutcome.COMPLETE, 0)),
+                    str(outcomes.get(JobOutcome.FAILED, 0)),
+                    str(outcomes.get(JobOutcome.RETRIED, 0)),
                 )
         console.print(table)
         if functions.row_count:
@@ -672,8 +673,8 @@ def top_command(
             str(stats.deferred),
             str(stats.in_progress),
             _age(stats.oldest_due_age_s),
-            str(stats.last_hour.get("complete", 0)),
-            str(stats.last_hour.get("failed", 0)),
+            str(stats.last_hour.get(JobOutcome.COMPLETE, 0)),
+            str(stats.last_hour.get(JobOutcome.FAILED, 0)),
         )
         return Group(
             queue,

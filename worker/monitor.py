@@ -26,15 +26,15 @@ from redis.asyncio import Redis
 from kit import metrics
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
-from ops.queue import STATS_TTL_S, outcome_counter_key, worker_key_prefix
+from shop.jobs.keys import (
+    STATS_TTL_S,
+    JobOutcome,
+    outcome_counter_key,
+    outcome_field,
+    worker_key_prefix,
+)
 
 log = structlog.get_logger(__name__)
-
-COMPLETE = "complete"
-RETRIED = "retried"
-FAILED = "failed"
-# Aborted by an operator, stopped by ARQ's timeout, or interrupted by a shutdown (then re-queued).
-CANCELLED = "cancelled"
 
 
 class WorkerMonitor:
@@ -55,21 +55,21 @@ class WorkerMonitor:
         self._written: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
-    async def record(self, function: str, outcome: str, duration_s: float) -> None:
+    async def record(self, function: str, outcome: JobOutcome, duration_s: float) -> None:
         """Counts the outcome; returns once the count is in Redis (or could not be written).
 
         Jobs that finish while a count is being written share the next write: one round trip
         for all of them instead of one each.
         """
         metrics.JOB_DURATION.labels(function, outcome).observe(duration_s)
-        if outcome == COMPLETE:
+        if outcome is JobOutcome.COMPLETE:
             self.done += 1
-        elif outcome == RETRIED:
+        elif outcome is JobOutcome.RETRIED:
             self.retried += 1
-        elif outcome in (FAILED, CANCELLED):
+        else:
             self.failed += 1
         key = outcome_counter_key(self._settings.queue_name, int(time.time() // 60))
-        self._unwritten[key, f"{outcome}:{function}"] += 1
+        self._unwritten[key, outcome_field(outcome, function)] += 1
         if self._written is None:
             self._written = asyncio.get_running_loop().create_future()
         written = self._written
@@ -146,16 +146,16 @@ def observed(name: str, function: JobCoroutine) -> JobCoroutine:
         if monitor is not None:
             monitor.running += 1
         started = time.perf_counter()
-        outcome = FAILED
+        outcome = JobOutcome.FAILED
         try:
             result = await function(ctx, *args, **kwargs)
-            outcome = COMPLETE
+            outcome = JobOutcome.COMPLETE
             return result
         except Retry:
-            outcome = RETRIED
+            outcome = JobOutcome.RETRIED
             raise
         except asyncio.CancelledError:
-            outcome = CANCELLED
+            outcome = JobOutcome.CANCELLED
             raise
         finally:
             duration_s = time.perf_counter() - started
