@@ -12,6 +12,7 @@ from kit.errors import Conflict, NotFound
 from kit.settings import Settings
 from ops import queue as queue_inspect
 from shop.jobs import dead_job_repository as dead_jobs_repo
+from shop.jobs.names import order_id_of
 
 
 async def record_dead_job(
@@ -28,7 +29,6 @@ async def record_dead_job(
     enqueued_at: datetime | None,
 ) -> int | None:
     """The ledger row's id, or None when this job's death is recorded already."""
-    order_id = args[0] if args and isinstance(args[0], int) else None
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
         return await dead_jobs_repo.insert(
             conn,
@@ -36,7 +36,7 @@ async def record_dead_job(
             function=function,
             args=args,
             kwargs=kwargs,
-            order_id=order_id,
+            order_id=order_id_of(args),
             error=error,
             traceback=traceback,
             tries=tries,
