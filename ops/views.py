@@ -17,7 +17,8 @@ from kit.metrics import SystemSample
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
 from ops import queue as queue_inspect
-from ops.queue import JobInfo, redact, redact_text
+from ops.queue import JobInfo
+from ops.redaction import redact, redact_text
 from shop.jobs import dead_job_repository as dead_jobs_repo
 from shop.jobs import outbox_repository as outbox_repo
 from shop.jobs.dead_job_repository import DeadJob

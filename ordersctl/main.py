@@ -28,12 +28,12 @@ from kit.errors import DomainError, NotFound
 from kit.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
 from kit.settings import Settings, get_settings
 from ops import queue as queue_inspect
+from ops import queue_actions
 from ops import views as operations
 from ops.views import jsonable
 from shop.clients import repository as clients_repo
 from shop.clients.service import create_client
 from shop.demo import seed_demo
-from shop.jobs import dead_jobs as dead_letters
 from shop.jobs.keys import JobOutcome
 
 T = TypeVar("T")
@@ -422,14 +422,14 @@ def retry_command(
         err_console.print("error: give a job id, or --dead (not both)")
         raise typer.Exit(2)
 
-    async def one(services: Services) -> list[dead_letters.Redrive]:
+    async def one(services: Services) -> list[queue_actions.RetryOutcome]:
         assert job_id is not None
         return [
-            await dead_letters.retry_job(services.pool, services.settings, services.queue, job_id)
+            await queue_actions.retry_job(services.pool, services.settings, services.queue, job_id)
         ]
 
-    async def many(services: Services) -> list[dead_letters.Redrive]:
-        return await dead_letters.retry_dead(
+    async def many(services: Services) -> list[queue_actions.RetryOutcome]:
+        return await queue_actions.retry_dead(
             services.pool,
             services.settings,
             services.queue,
@@ -460,7 +460,7 @@ def abort_command(
     """Abort a job: a running one is cancelled by its worker, a waiting one never starts."""
 
     async def run(services: Services) -> str:
-        return await queue_inspect.abort(services.queue, services.settings.queue_name, job_id)
+        return await queue_actions.abort(services.queue, services.settings.queue_name, job_id)
 
     was = _run(run)
     if as_json:
@@ -481,7 +481,7 @@ def purge_command(
         return await queue_inspect.queue_stats(services.queue, queue)
 
     async def remove(services: Services) -> int:
-        return await queue_inspect.purge(services.queue, queue)
+        return await queue_actions.purge(services.queue, queue)
 
     if not yes:
         stats = _run(count)

@@ -17,7 +17,7 @@ from arq.jobs import Job
 from kit.errors import Conflict, NotFound
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
-from shop.jobs.dead_jobs import redrive
+from shop.jobs.dead_jobs import retry_dead_job
 from shop.jobs.names import JobName, job_id_for
 from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker import tasks
@@ -328,7 +328,7 @@ async def test_a_redriven_job_runs_again_under_a_new_id_and_only_once(
     await fast_jobs.run_until_idle()
     [dead] = await dead_jobs(db)
 
-    new_job_id = await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
+    new_job_id = await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
     await run_queued_jobs(fast_jobs)
 
     assert new_job_id == f"send_confirmation:{order_id}:redrive-{dead['id']}"
@@ -340,7 +340,7 @@ async def test_a_redriven_job_runs_again_under_a_new_id_and_only_once(
     assert redriven["redriven_at"] is not None
     assert redriven["redriven_job_id"] == new_job_id
     with pytest.raises(Conflict):
-        await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
+        await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
     with pytest.raises(NotFound):
-        await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"] + 1000)
+        await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"] + 1000)
     assert len(mail_sink.messages) == 1
