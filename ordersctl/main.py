@@ -29,8 +29,20 @@ from kit.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
 from kit.settings import Settings, get_settings
 from ops import queue as queue_inspect
 from ops import queue_actions
-from ops import views as operations
-from ops.views import jsonable
+from ops.health import (
+    HEALTH_THRESHOLDS,
+    QUEUE_THRESHOLDS,
+    HealthReport,
+    HealthThresholds,
+    Level,
+    QueueThresholds,
+    health,
+    queue_health,
+)
+from ops.jobs import JobDetail, job_detail, list_jobs
+from ops.outbox import outbox_status
+from ops.timeline import OrderTimeline, order_timeline
+from ordersctl.render import jsonable
 from shop.clients import repository as clients_repo
 from shop.clients.service import create_client
 from shop.demo import seed_demo
@@ -45,8 +57,6 @@ app.add_typer(clients_app, name="clients")
 console = Console()
 err_console = Console(stderr=True)
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-_LEVEL_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 WatchOption = Annotated[
@@ -94,7 +104,7 @@ def _run(work: Callable[[Services], Awaitable[T]]) -> T:
         err_console.print(
             f"error: a service is unavailable: {exc!r}", highlight=False, markup=False
         )
-        raise typer.Exit(UNKNOWN) from exc
+        raise typer.Exit(Level.UNKNOWN) from exc
 
 
 def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -120,13 +130,13 @@ def _show(
     render: Callable[[T], None],
     as_json: bool,
     watch: float | None,
-    exit_code: Callable[[T], int] = lambda _: OK,
+    exit_code: Callable[[T], int] = lambda _: Level.OK,
 ) -> None:
     """Fetches and renders once, or every `watch` seconds until Ctrl-C; exits with the last code.
 
     With `--json --watch`, each round is one JSON document on one line, ready for `jq`.
     """
-    code = OK
+    code: int = Level.OK
     try:
         while True:
             data = fetch()
@@ -178,16 +188,6 @@ class QueueReport:
     queues: list[dict[str, Any]]
 
 
-def _grade(value: float | None, warn: float | None, crit: float | None) -> int:
-    if value is None:
-        return OK
-    if crit is not None and value >= crit:
-        return CRITICAL
-    if warn is not None and value >= warn:
-        return WARNING
-    return OK
-
-
 @app.command("queue")
 def queue_command(
     queues: Annotated[
@@ -195,16 +195,22 @@ def queue_command(
     ] = None,
     warn_age: Annotated[
         float, typer.Option(help="Warn when the oldest due job waited this long (s).")
-    ] = 60,
-    crit_age: Annotated[float, typer.Option(help="Critical at this oldest due age (s).")] = 300,
-    warn_depth: Annotated[int, typer.Option(help="Warn at this many queued jobs.")] = 1_000,
-    crit_depth: Annotated[int, typer.Option(help="Critical at this many queued jobs.")] = 10_000,
+    ] = QUEUE_THRESHOLDS.warn_age_s,
+    crit_age: Annotated[
+        float, typer.Option(help="Critical at this oldest due age (s).")
+    ] = QUEUE_THRESHOLDS.crit_age_s,
+    warn_depth: Annotated[
+        int, typer.Option(help="Warn at this many queued jobs.")
+    ] = QUEUE_THRESHOLDS.warn_depth,
+    crit_depth: Annotated[
+        int, typer.Option(help="Critical at this many queued jobs.")
+    ] = QUEUE_THRESHOLDS.crit_depth,
     warn_failed: Annotated[
         int | None, typer.Option(help="Warn at this many failed jobs in the last hour.")
-    ] = None,
+    ] = QUEUE_THRESHOLDS.warn_failed,
     crit_failed: Annotated[
         int | None, typer.Option(help="Critical at this many failed jobs in the last hour.")
-    ] = None,
+    ] = QUEUE_THRESHOLDS.crit_failed,
     as_json: JsonOption = False,
     watch: WatchOption = None,
 ) -> None:
@@ -214,28 +220,26 @@ def queue_command(
     so it can feed alerting.
     """
 
+    thresholds = QueueThresholds(
+        warn_age, crit_age, warn_depth, crit_depth, warn_failed, crit_failed
+    )
+
     async def read(services: Services) -> QueueReport:
         names = queues or [services.settings.queue_name]
-        stats = [await queue_inspect.queue_stats(services.queue, name) for name in names]
-        rows = []
-        worst = OK
-        for stat in stats:
-            failed = stat.last_hour.get(JobOutcome.FAILED, 0)
-            checks = {
-                "oldest_due_age": _grade(stat.oldest_due_age_s, warn_age, crit_age),
-                "queued": _grade(stat.queued, warn_depth, crit_depth),
-                "failed_last_hour": _grade(failed, warn_failed, crit_failed),
+        graded = [
+            queue_health(await queue_inspect.queue_stats(services.queue, name), thresholds)
+            for name in names
+        ]
+        rows = [
+            {
+                **jsonable(queue.stats),
+                "status": queue.level.label,
+                "breaches": {name: level.label for name, level in queue.breaches.items()},
             }
-            level = max(checks.values())
-            worst = max(worst, level)
-            rows.append(
-                {
-                    **jsonable(stat),
-                    "status": _LEVEL_NAMES[level],
-                    "breaches": {name: _LEVEL_NAMES[v] for name, v in checks.items() if v},
-                }
-            )
-        return QueueReport(_LEVEL_NAMES[worst], rows)
+            for queue in graded
+        ]
+        worst = max((queue.level for queue in graded), default=Level.OK)
+        return QueueReport(worst.label, rows)
 
     def render(report: QueueReport) -> None:
         table = Table(
@@ -284,7 +288,7 @@ def queue_command(
         render,
         as_json,
         watch,
-        lambda report: {v: k for k, v in _LEVEL_NAMES.items()}[report.status],
+        lambda report: Level[report.status.upper()],
     )
 
 
@@ -328,7 +332,7 @@ def jobs_command(
         raise typer.Exit(2)
 
     async def read(services: Services) -> list[queue_inspect.JobInfo]:
-        return await operations.list_jobs(
+        return await list_jobs(
             services.pool,
             services.queue,
             services.settings,
@@ -350,15 +354,13 @@ def job_command(
     """One job: function, arguments (personal data redacted), tries, timings, result or
     traceback, its order, and every time it went to the dead-job ledger."""
 
-    async def read(services: Services) -> operations.JobDetail:
-        detail = await operations.job_detail(
-            services.pool, services.queue, services.settings, job_id
-        )
+    async def read(services: Services) -> JobDetail:
+        detail = await job_detail(services.pool, services.queue, services.settings, job_id)
         if detail is None:
             raise NotFound(f"There is no job {job_id} (or it was forgotten).")
         return detail
 
-    def render(detail: operations.JobDetail) -> None:
+    def render(detail: JobDetail) -> None:
         job = detail.job or detail.ledger[0]
         table = Table(show_header=False, title=escape(f"Job {detail.job_id}"))
         table.add_column(style="bold")
@@ -556,7 +558,7 @@ def outbox_command(as_json: JsonOption = False, watch: WatchOption = None) -> No
     """Pending rows, the oldest pending row's age, and the delivery rate."""
 
     async def read(services: Services) -> Any:
-        return await operations.outbox_status(services.pool, services.settings)
+        return await outbox_status(services.pool, services.settings)
 
     _show(lambda: _run(read), lambda stats: console.print(_outbox_table(stats)), as_json, watch)
 
@@ -569,15 +571,13 @@ def order_command(
 ) -> None:
     """An order's timeline: state changes, its jobs and their outcomes, the email sent."""
 
-    async def read(services: Services) -> operations.OrderTimeline:
-        timeline = await operations.order_timeline(
-            services.pool, services.queue, services.settings, order_id
-        )
+    async def read(services: Services) -> OrderTimeline:
+        timeline = await order_timeline(services.pool, services.queue, services.settings, order_id)
         if timeline is None:
             raise NotFound(f"There is no order {order_id}.")
         return timeline
 
-    def render(timeline: operations.OrderTimeline) -> None:
+    def render(timeline: OrderTimeline) -> None:
         table = Table(
             "at",
             "event",
@@ -594,25 +594,26 @@ def order_command(
 
 @app.command("health")
 def health_command(
-    min_workers: Annotated[int, typer.Option(min=0, help="Fewer live workers is unhealthy.")] = 1,
+    min_workers: Annotated[
+        int, typer.Option(min=0, help="Fewer live workers is unhealthy.")
+    ] = HEALTH_THRESHOLDS.min_workers,
     max_outbox_lag: Annotated[
         float, typer.Option(help="An older pending outbox row (s) is unhealthy.")
-    ] = 60.0,
+    ] = HEALTH_THRESHOLDS.max_outbox_lag_s,
     as_json: JsonOption = False,
     watch: WatchOption = None,
 ) -> None:
     """Postgres, Redis, live workers and outbox lag; exit code 2 when anything is unhealthy."""
 
-    async def read(services: Services) -> operations.HealthReport:
-        return await operations.health(
+    async def read(services: Services) -> HealthReport:
+        return await health(
             services.pool,
             services.queue,
             services.settings,
-            min_workers=min_workers,
-            max_outbox_lag_s=max_outbox_lag,
+            HealthThresholds(min_workers, max_outbox_lag),
         )
 
-    def render(report: operations.HealthReport) -> None:
+    def render(report: HealthReport) -> None:
         table = Table(
             "check", "ok", "detail", title="Health: " + ("ok" if report.healthy else "UNHEALTHY")
         )
@@ -625,7 +626,7 @@ def health_command(
         render,
         as_json,
         watch,
-        lambda report: OK if report.healthy else CRITICAL,
+        lambda report: Level.OK if report.healthy else Level.CRITICAL,
     )
 
 
@@ -654,8 +655,8 @@ def top_command(
         return Overview(
             queue=await queue_inspect.queue_stats(services.queue, settings.queue_name),
             workers=await queue_inspect.live_workers(services.queue, settings.queue_name),
-            outbox=await operations.outbox_status(services.pool, settings),
-            failures=await operations.list_jobs(
+            outbox=await outbox_status(services.pool, settings),
+            failures=await list_jobs(
                 services.pool, services.queue, settings, status=queue_inspect.DEAD, limit=5
             ),
         )
