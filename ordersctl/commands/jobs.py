@@ -149,7 +149,7 @@ def retry_command(
 
     done = run(one if job_id is not None else many)
     if as_json:
-        # "redriven": the key scripts read, kept from before retries had one name.
+        # "redriven" (and "ledger" in `job --json`): keys that scripts read, kept as they were.
         print_json({"dry_run": dry_run, "redriven": done})
     else:
         table = Table("dead id", "job id", "function", "new job id", title="Re-driven")
