@@ -1,5 +1,4 @@
-"""What is in the ARQ queue, read the way ARQ writes it, for operators (changing it is
-`ops.queue_actions`).
+"""What is in the ARQ queue, read the way ARQ writes it, for operators (`queue_actions` changes it).
 
 ARQ keeps a queue as a sorted set of job ids scored by due time (ms); each job's pickled
 definition under `arq:job:<id>`; a lock `arq:in-progress:<id>` while a worker runs it (the id stays
