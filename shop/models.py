@@ -158,8 +158,8 @@ class OutboxEntry(Base):
 class DeadJob(Base):
     """A job that will not be retried again: tries exhausted, or failed permanently.
 
-    ARQ keeps no record of failed jobs beyond `keep_result`; this ledger keeps every one until an
-    operator re-drives it, so nothing fails silently.
+    ARQ keeps no record of failed jobs beyond `keep_result`; this table keeps every one until an
+    operator retries it, so nothing fails silently. `redriven_*` say when and as which job.
     """
 
     __tablename__ = "dead_jobs"
