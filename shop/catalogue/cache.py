@@ -56,8 +56,8 @@ class ProductCache:
     """Two tiers: an optional in-process tier in front of the Redis tier described above.
 
     The in-process tier ("local") saves the Redis round trip that dominates a cached read
-    (docs/performance.md). It keeps the same guarantee, a read that starts after a write's
-    response was sent never shows the old value, in any process:
+    (docs/decisions/0004-in-process-cache-tier.md). It keeps the same guarantee, a read that
+    starts after a write's response was sent never shows the old value, in any process:
 
     - The writing process drops its own local entries synchronously, after the commit.
     - Every process that keeps local entries subscribes to INVALIDATION_CHANNEL. A writer
@@ -76,15 +76,16 @@ class ProductCache:
     background (one reload per entry at a time) while readers are still served the entry, which
     is current until it expires. A product read all the time therefore never misses here; without
     it every hot product expired every `local_ttl_s` and its readers queued for Redis together
-    (cached-read p99 ~100 ms against 12 ms with no expiry; docs/performance.md). The reload is a
-    reader like any other, with its own ticket, so the guarantee above is unchanged.
+    (cached-read p99 ~100 ms against 12 ms with no expiry; docs/decisions/0009-refresh-ahead.md).
+    The reload is a reader like any other, with its own ticket, so the guarantee above is
+    unchanged.
 
     A write that answers nobody (a job taking stock for an order) need not wait: its change is
     visible in Postgres (the order `confirmed`) before any invalidation could be, so waiting
     would not make a later read fresh for anyone. It invalidates with `wait=False`: the Redis
     tier at once, the other processes' local tiers as soon as the message reaches them
     (normally within a millisecond), and in any case within `local_ttl_s`, as their entries
-    expire (bench/findings.md).
+    expire (docs/decisions/0019-reservations-invalidate-without-waiting.md).
     """
 
     def __init__(self, redis: Redis, ttl_s: int, local_ttl_s: float = 0.0) -> None:
