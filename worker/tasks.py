@@ -196,7 +196,8 @@ async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: st
     )
     if status is OrderStatus.CONFIRMED:
         # The confirmation job is in the outbox, announced by no NOTIFY: a NOTIFY serialises
-        # every committing transaction that sends one (bench/findings.md).
+        # every committing transaction that sends one
+        # (docs/decisions/0018-reservation-in-one-statement.md).
         worker.outbox_written()
     log.info(
         "inventory_reserved" if status == "confirmed" else "inventory_not_reserved",

@@ -2,7 +2,7 @@
 
 A durable commit waits for its WAL flush, and each order used to wait for one of its own while
 holding a pooled connection: the pool's size times the flush time capped how many orders a
-process could accept, with CPU to spare (docs/decisions/0015-group-commit-of-keyed-orders.md).
+process could accept, with CPU to spare (docs/decisions/0031-group-commit-of-keyed-orders.md).
 Now each order is written by the next statement to start, together with every order that
 arrived while the earlier ones ran.
 """
