@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.run import Options, run
+from bench.options import Options
+from bench.run import run
 from bench.stack import BenchError, start_stack
 from devstack.project import REPO_ROOT
 

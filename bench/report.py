@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import Options, Results
+from bench.options import Options
+from bench.results import Results
 from bench.stack import Stack, run_quiet
 
 FINDINGS = Path(__file__).with_name("findings.md")

@@ -68,6 +68,12 @@ def granian_argv(app: str, port: int, workers: int = 1) -> list[str]:
 # uvicorn_argv or granian_argv: (app, port, workers) -> argv
 ServerArgv = Callable[[str, int, int], list[str]]
 
+# The API's pool as the README and docker-compose.yml ship it.
+PRODUCTION_POOL = {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "10"}
+# The server the API ships with (api.server, the Dockerfile): every app here runs on it, hello
+# world included, so that each ratio compares like with like; uvicorn is measured beside it.
+PRODUCTION_SERVER: ServerArgv = granian_argv
+
 
 class BenchError(RuntimeError):
     """The system under test could not be started or died."""

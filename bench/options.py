@@ -1,0 +1,27 @@
+"""What one benchmark run measures and for how long: set from the command line (bench.__main__)."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int
+    seconds: float
+    warmup_s: float
+    e2e_orders: int
+    e2e_rounds: int
+    soak_s: float
+    smoke: bool
+    crash_recovery_wait_s: float
+    # Orders per second the soak places; None: SOAK_DEFAULT_ORDER_RATE.
+    soak_order_rate: float | None = None
+    # The flash sale's seconds of reads only, of the sale itself, and of each reference run.
+    flash_before_s: float = 5.0
+    flash_sale_s: float = 15.0
+    flash_reference_s: float = 10.0
+    # Scenario names to run, plus "queues", "soak" and "flash_sale" for those phases; empty:
+    # everything.
+    only: frozenset[str] = frozenset()
+
+    def wants(self, name: str) -> bool:
+        return not self.only or name in self.only

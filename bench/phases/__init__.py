@@ -1,0 +1,1 @@
+"""The phases of a run after the HTTP rounds, one module each; bench.run calls them in turn."""

@@ -1,0 +1,164 @@
+"""Memory over a soak: RSS of one API process and one worker under steady load."""
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import threading
+import time
+
+from bench import load
+from bench.options import Options
+from bench.phases.common import say, settle, wait_for_log, wait_until
+from bench.results import Results
+from bench.seed import HOT_PRODUCTS, Seed
+from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Stack, tree_rss_bytes
+
+# One worker confirmed 200-300 orders/s in the queue phase, with the machine to itself; beside
+# an API serving reads flat out it kept up with 50/s (backlog 2-15) and not with 100/s
+# (bench/findings.md), so the queue phase's figure is no guide to what is sustainable here.
+SOAK_DEFAULT_ORDER_RATE = 50.0
+
+
+async def _feed_orders(
+    url: str, seed: Seed, rate: float, seconds: float, counts: dict[str, int]
+) -> None:
+    """POST /v1/orders at a fixed rate, on a schedule that does not wait for the answers.
+
+    Open loop, as wrk2 paces: order n is sent at start + n / rate whatever happened to order
+    n - 1, so a slow API or worker shows as a backlog, not as a lower rate. At most 64 requests
+    are in flight; an order due while they all are is counted as `late` and not sent.
+    """
+    import httpx
+
+    in_flight: set[asyncio.Task[None]] = set()
+    headers = {"Authorization": f"Bearer {seed.api_key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+
+        async def place(n: int) -> None:
+            body = {
+                "customer": {"email": f"soak{n}@soak.example.com", "name": f"Soak {n}"},
+                "items": [{"product_id": seed.hot_first + n % HOT_PRODUCTS, "quantity": 1}],
+            }
+            try:
+                response = await client.post("/v1/orders", json=body)
+                counts["placed" if response.status_code == 201 else "errors"] += 1
+            except httpx.HTTPError:
+                counts["errors"] += 1
+
+        started = time.monotonic()
+        for n in range(int(rate * seconds)):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= 64:
+                counts["late"] += 1
+                continue
+            task = asyncio.create_task(place(n))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+
+
+def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
+    """RSS of the API and the worker under steady load, sampled from warm-up to the end.
+
+    Orders arrive at a fixed rate below what one worker confirms (SOAK_DEFAULT_ORDER_RATE), so the
+    worker keeps up and its memory is that of a steady state, not of a growing backlog; reads
+    (a product, an order, a page) fill the rest of the API's capacity. The backlog (orders
+    placed, confirmation not yet received) is sampled with the memory, to show it stays flat.
+    """
+    asyncio.run(settle(stack))
+    api = stack.server("api_soak", PRODUCTION_SERVER, "api.main:app", 1, PRODUCTION_POOL)
+    worker = next((c for c in stack.children if c.name == "worker1"), None)
+    if worker is None:  # the queue phase did not run
+        worker = stack.worker("worker1", "worker.Settings")
+        wait_for_log(worker, "worker_started")
+    rate = options.soak_order_rate or SOAK_DEFAULT_ORDER_RATE
+    say(f"soak: {rate:.0f} orders/s, reads on the rest of the API's capacity")
+    wrk = load.ensure_wrk()
+    script = stack.root / "lua" / "soak.lua"
+    script.write_text(load.reads(seed.api_key, HOT_PRODUCTS, seed.order_first, seed.order_count))
+    counts = {"placed": 0, "errors": 0, "late": 0}
+    mailed_before = stack.mail_count()
+    samples: list[dict[str, float]] = []
+    started = time.monotonic()
+
+    def sample() -> None:
+        samples.append(
+            {
+                "t_s": round(time.monotonic() - started, 1),
+                "api_mb": tree_rss_bytes(api.pid) / 2**20,
+                "worker_mb": tree_rss_bytes(worker.pid) / 2**20,
+                "backlog": counts["placed"] - (stack.mail_count() - mailed_before),
+            }
+        )
+
+    sample()
+    process = subprocess.Popen(
+        [
+            wrk,
+            "-t1",
+            "-c16",
+            f"-d{int(options.soak_s)}s",
+            "--timeout=10s",
+            "-s",
+            str(script),
+            api.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    feeder = threading.Thread(
+        target=lambda: asyncio.run(_feed_orders(api.url, seed, rate, options.soak_s, counts)),
+        daemon=True,
+    )
+    feeder.start()
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.wait(max(1.0, options.soak_s / 60)):
+            sample()
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    output, _ = process.communicate(timeout=options.soak_s + 60)
+    feeder.join(timeout=60)
+    stop.set()
+    thread.join()
+    sample()
+    load_stopped = time.monotonic()
+
+    async def all_mailed() -> bool:
+        return stack.mail_count() - mailed_before >= counts["placed"]
+
+    drained_s: float | None = None
+    with contextlib.suppress(TimeoutError):
+        drained_s = asyncio.run(wait_until(all_mailed, 120, "the soak's emails")) - load_stopped
+    lines = [line for line in output.splitlines() if line.startswith("BENCH_JSON ")]
+    summary = json.loads(lines[-1].removeprefix("BENCH_JSON ")) if lines else {}
+    # Warm-up: the first tenth of the soak (pools filled, caches and allocator arenas grown).
+    # Warm-up: the first fifth. The worker's RSS grows for one to two minutes (pools, kept SMTP
+    # connections, allocator arenas) and is then flat (bench/findings.md), so a ten-minute soak
+    # judges the remaining eight.
+    warm = next(s for s in samples if s["t_s"] >= options.soak_s / 5)
+    end = samples[-1]
+    results.memory = {
+        "seconds": options.soak_s,
+        "requests": summary.get("requests"),
+        "errors": sum(v for k, v in summary.items() if k.endswith("_errors")),
+        "order_rate_per_s": round(rate, 1),
+        "orders_placed": counts["placed"],
+        "order_errors": counts["errors"],
+        "orders_late": counts["late"],
+        "backlog_end": end["backlog"],
+        "backlog_max": max(s["backlog"] for s in samples),
+        "drained_after_s": None if drained_s is None else round(drained_s, 1),
+        "samples": samples,
+        "api_warm_mb": warm["api_mb"],
+        "api_end_mb": end["api_mb"],
+        "worker_warm_mb": warm["worker_mb"],
+        "worker_end_mb": end["worker_mb"],
+    }
+    api.stop()
