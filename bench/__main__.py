@@ -37,12 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="orders per second during the soak (50: one worker keeps up beside the API's reads)",
     )
     parser.add_argument(
+        "--flash-sale-seconds", type=float, help="length of the flash sale (15; smoke 2), whole"
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "docs", help="report directory (%(default)s)"
     )
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated scenario names (and 'queues', 'soak'): run just those and print"
+        help="comma-separated scenario names (and 'queues', 'soak', 'flash_sale'): run just those"
+        " and print"
         " their medians instead of writing the report",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
@@ -58,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=smoke,
         crash_recovery_wait_s=0 if smoke else 40,
         soak_order_rate=args.soak_order_rate,
+        flash_before_s=1.0 if smoke else 5.0,
+        flash_sale_s=args.flash_sale_seconds or (2.0 if smoke else 15.0),
+        flash_reference_s=1.0 if smoke else 10.0,
         only=frozenset(name for name in args.only.split(",") if name),
     )
     from bench.report import print_medians, write_report

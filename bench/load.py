@@ -8,12 +8,11 @@ not the bottleneck.
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.stack import BenchError, tree_cpu_seconds
 
@@ -29,6 +28,29 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
 end
 """
+
+
+# As _DONE, plus responses per wall-clock second (os.time(), whole seconds since the epoch, the
+# clock Postgres timestamps are on), counted in each thread and gathered from them at the end.
+_DONE_PER_SECOND = r"""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+per_second = {}
+response = function(status, headers, body)
+  local s = os.time()
+  per_second[s] = (per_second[s] or 0) + 1
+end
+""" + _DONE.replace(
+    "done = function(summary, latency, requests)",
+    r"""done = function(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for s, n in pairs(thread:get("per_second")) do merged[s] = (merged[s] or 0) + n end
+  end
+  local parts = {}
+  for s, n in pairs(merged) do table.insert(parts, string.format('"%d":%d', s, n)) end
+  io.write('BENCH_PER_SECOND {' .. table.concat(parts, ",") .. '}\n')""",
+)
 
 
 def _lua_string(value: str) -> str:
@@ -59,8 +81,17 @@ def static_request(
     return "\n".join(lines) + _DONE
 
 
-def cycling_ids(prefix: str, first: int, count: int, api_key: str | None, suffix: str = "") -> str:
-    """GET prefix{id}suffix for id = first, first+1, ... first+count-1, first, ..."""
+def cycling_ids(
+    prefix: str,
+    first: int,
+    count: int,
+    api_key: str | None,
+    suffix: str = "",
+    *,
+    per_second: bool = False,
+) -> str:
+    """GET prefix{id}suffix for id = first, first+1, ... first+count-1, first, ...; with
+    `per_second`, also the responses of each second (WrkRun.per_second)."""
     return (
         _headers(api_key)
         + f"""
@@ -71,7 +102,7 @@ request = function()
   return wrk.format("GET", {_lua_string(prefix)} .. id .. {_lua_string(suffix)})
 end
 """
-        + _DONE
+        + (_DONE_PER_SECOND if per_second else _DONE)
     )
 
 
@@ -104,6 +135,27 @@ request = function()
   local body = '{{"customer":{{"email":"c' .. n .. '@' .. tag .. '.example.com",' ..
     '"name":"Customer ' .. n .. '"}},"items":[{{"product_id":' .. a .. ',"quantity":1}},' ..
     '{{"product_id":' .. b .. ',"quantity":2}}]}}'
+  return wrk.format("POST", "/v1/orders", nil, body)
+end
+"""
+        + _DONE
+    )
+
+
+def one_line_orders(api_key: str, run_tag: str, first_id: int, count: int) -> str:
+    """POST /v1/orders of one unit of one product, products first_id .. first_id + count - 1 in
+    turn, every Idempotency-Key distinct."""
+    return (
+        _headers(api_key, {"Content-Type": "application/json"})
+        + f"""
+local n = 0
+local tag = {_lua_string(unique_tag(run_tag))}
+request = function()
+  n = n + 1
+  local product = {first_id} + (n % {count})
+  wrk.headers["Idempotency-Key"] = tag .. "-" .. n
+  local body = '{{"customer":{{"email":"c' .. n .. '@' .. tag .. '.example.com",' ..
+    '"name":"Customer ' .. n .. '"}},"items":[{{"product_id":' .. product .. ',"quantity":1}}]}}'
   return wrk.format("POST", "/v1/orders", nil, body)
 end
 """
@@ -149,21 +201,73 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def ensure_wrk() -> str:
-    """wrk from Debian, installed with apt-get when missing (we run as root on the bench box)."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise BenchError("wrk is missing: install it (`sudo apt-get install -y wrk`)")
-    print("bench: installing wrk with apt-get", file=sys.stderr, flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "wrk"]):
-        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=600)
-    found = shutil.which("wrk")
-    if not found:
-        raise BenchError("wrk is still not on PATH after apt-get install wrk")
-    return found
+@dataclass
+class WrkRun:
+    """One wrk process under way (start_wrk), then finished (finish)."""
+
+    process: "subprocess.Popen[str]"
+    started: float
+    summary: dict[str, Any] | None = None
+    per_second: dict[int, int] | None = None
+    cpu_s: float = 0.0  # wrk's own user + system CPU
+    elapsed_s: float = 0.0
+
+    def finish(self) -> "WrkRun":
+        assert self.process.stdout is not None
+        output = self.process.stdout.read()
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.elapsed_s = time.monotonic() - self.started
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        lines = output.splitlines()
+        summaries = [line for line in lines if line.startswith("BENCH_JSON ")]
+        if self.process.returncode != 0 or not summaries:
+            raise BenchError(f"wrk failed ({self.process.returncode}): {output[-2000:]}")
+        self.summary = json.loads(summaries[-1].removeprefix("BENCH_JSON "))
+        counts = [line for line in lines if line.startswith("BENCH_PER_SECOND ")]
+        if counts:
+            raw = json.loads(counts[-1].removeprefix("BENCH_PER_SECOND "))
+            self.per_second = {int(s): n for s, n in sorted(raw.items())}
+        return self
+
+    @property
+    def requests(self) -> int:
+        assert self.summary is not None
+        return int(self.summary["requests"])
+
+    @property
+    def seconds(self) -> float:
+        assert self.summary is not None
+        return float(self.summary["duration_us"]) / 1e6
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def errors(self) -> int:
+        assert self.summary is not None
+        return sum(int(v) for k, v in self.summary.items() if k.endswith("_errors"))
+
+    def latency_ms(self, percentile: int) -> float:
+        assert self.summary is not None
+        return float(self.summary[f"p{percentile}_us"]) / 1000
+
+
+def start_wrk(wrk: str, url: str, script: Path, *, seconds: float, connections: int) -> WrkRun:
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        # wrk counts whole seconds.
+        f"-d{max(1, round(seconds))}s",
+        "--timeout=10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return WrkRun(process=process, started=time.monotonic())
 
 
 def run_wrk(
@@ -177,40 +281,18 @@ def run_wrk(
     postgres_pid: int,
     redis_pid: int,
 ) -> LoadResult:
-    argv = [
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        # wrk counts whole seconds.
-        f"-d{max(1, round(seconds))}s",
-        "--timeout=10s",
-        "-s",
-        str(script),
-        url,
-    ]
     groups = {"server": server_pid, "postgres": postgres_pid, "redis": redis_pid}
     before = {name: tree_cpu_seconds(pid) for name, pid in groups.items()}
-    started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.monotonic() - started
+    run = start_wrk(wrk, url, script, seconds=seconds, connections=connections).finish()
     after = {name: tree_cpu_seconds(pid) for name, pid in groups.items()}
-    lines = [line for line in output.splitlines() if line.startswith("BENCH_JSON ")]
-    if process.returncode != 0 or not lines:
-        raise BenchError(f"wrk failed ({process.returncode}): {output[-2000:]}")
-    data = json.loads(lines[-1].removeprefix("BENCH_JSON "))
-    seconds_run = data["duration_us"] / 1e6
-    errors = sum(data[key] for key in data if key.endswith("_errors"))
+    elapsed = run.elapsed_s
     return LoadResult(
-        requests=data["requests"],
-        seconds=seconds_run,
-        errors=errors,
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        wrk_cpu=(usage.ru_utime + usage.ru_stime) / elapsed,
+        requests=run.requests,
+        seconds=run.seconds,
+        errors=run.errors,
+        p50_ms=run.latency_ms(50),
+        p99_ms=run.latency_ms(99),
+        wrk_cpu=run.cpu_s / elapsed,
         server_cpu=(after["server"] - before["server"]) / elapsed,
         postgres_cpu=(after["postgres"] - before["postgres"]) / elapsed,
         redis_cpu=(after["redis"] - before["redis"]) / elapsed,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import flash_sale_report
 from bench.options import Options
 from bench.results import Results
 from bench.stack import Stack, run_quiet
@@ -138,6 +139,18 @@ def print_medians(results: Results) -> None:
                 f" MiB  backlog {s['backlog']}",
                 flush=True,
             )
+    if results.flash_sale:
+        for line in flash_sale_report.goal_table(results.flash_sale):
+            print(line, flush=True)
+        sale = results.flash_sale.get("sale", {})
+        print(json.dumps({k: v for k, v in sale.items() if k != "series"}, default=str), flush=True)
+        for s in sale.get("series", []):
+            print(
+                f"  t {s['t_s']:3d} s  accepted {s['accepted']:5d}  confirmed {s['confirmed']:5d}"
+                f"  emailed {s['emailed']:5d}  backlog {s['backlog']:6d}"
+                f"  reads hot {s['hot_reads']:6d}  other {s['other_reads']:6d}",
+                flush=True,
+            )
 
 
 def _verdict(condition: bool, yes: str, no: str) -> str:
@@ -247,6 +260,8 @@ def write_report(
     lines += _queue_section(f, results, charts)
     lines += _claims_section(f, results, titles, charts)
     lines += _memory_section(results, charts)
+    flash_sale_report.chart(out_dir, results.flash_sale)
+    lines += flash_sale_report.section(results.flash_sale)
     if FINDINGS.exists():
         lines += ["", FINDINGS.read_text().rstrip(), ""]
     report = out_dir / "performance.md"

@@ -4,6 +4,8 @@ Seeding goes through the product's repositories and services (bench.seed); what 
 the database in a known state between phases, or reads figures out of it afterwards.
 """
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from shop.jobs import outbox_repository as outbox_repo
@@ -30,3 +32,81 @@ async def close_pending_orders(conn: asyncpg.Connection) -> None:
         await conn.execute(
             "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE status = 'pending'"
         )
+
+
+# Scratch tables of bench.pgbench's reference writes: an order, its lines and its outbox row
+# without foreign keys and with a primary key as their only index; one row per confirmation of
+# the one-transaction-per-order baseline.
+_SCRATCH_TABLES = """
+CREATE TABLE bench_lean_orders (
+    id bigserial PRIMARY KEY, client_id bigint NOT NULL, customer_email text NOT NULL,
+    customer_name text NOT NULL, total_cents bigint NOT NULL, currency text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE bench_lean_lines (
+    order_id bigint NOT NULL, position int NOT NULL, product_id bigint NOT NULL,
+    quantity int NOT NULL, unit_price_cents bigint NOT NULL, PRIMARY KEY (order_id, position)
+);
+CREATE TABLE bench_lean_outbox (
+    id bigserial PRIMARY KEY, job_id text NOT NULL, args jsonb NOT NULL, order_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE bench_row_confirmations (
+    id bigserial PRIMARY KEY, product_id bigint NOT NULL,
+    confirmed_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+_SCRATCH_NAMES = (
+    "bench_lean_orders",
+    "bench_lean_lines",
+    "bench_lean_outbox",
+    "bench_row_confirmations",
+)
+
+
+async def create_scratch_tables(conn: asyncpg.Connection) -> None:
+    await drop_scratch_tables(conn)
+    await conn.execute(_SCRATCH_TABLES)
+
+
+async def drop_scratch_tables(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {', '.join(_SCRATCH_NAMES)}")
+
+
+async def last_order_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM orders"))
+
+
+async def unfinished_orders(conn: asyncpg.Connection, client_id: int, after_id: int) -> int:
+    """The client's orders after `after_id` still on their way: pending, or confirmed and not
+    yet emailed."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM orders WHERE client_id = $1 AND id > $2"
+        " AND (status = 'pending' OR (status = 'confirmed' AND confirmation_sent_at IS NULL))",
+        client_id,
+        after_id,
+    )
+    return int(count)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTimes:
+    """When an order was accepted, confirmed and emailed, in seconds since the epoch."""
+
+    id: int
+    status: str
+    created: float
+    confirmed: float | None
+    emailed: float | None
+
+
+async def order_times(conn: asyncpg.Connection, client_id: int, after_id: int) -> list[OrderTimes]:
+    rows = await conn.fetch(
+        "SELECT id, status, extract(epoch FROM created_at)::float8 AS created,"
+        " extract(epoch FROM confirmed_at)::float8 AS confirmed,"
+        " extract(epoch FROM confirmation_sent_at)::float8 AS emailed"
+        " FROM orders WHERE client_id = $1 AND id > $2 ORDER BY id",
+        client_id,
+        after_id,
+    )
+    return [OrderTimes(**row) for row in rows]

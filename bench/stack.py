@@ -195,15 +195,25 @@ class Stack:
         return server
 
     def worker(self, name: str, settings: str, env: Mapping[str, str] | None = None) -> Child:
+        return self.child(name, [str(BIN / "arq"), settings], env)
+
+    def child(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Child:
+        """Any other program, logging to the run directory, stopped with the stack."""
         child = Child(
             name=name,
-            argv=[str(BIN / "arq"), settings],
+            argv=argv,
             log_path=self.root / f"{name}.log",
             env={**self.env, **(env or {})},
         )
         self.children.append(child)
         child.start()
         return child
+
+    def stop_workers(self) -> None:
+        """Stops every ARQ worker started so far."""
+        for child in self.children:
+            if child.argv[0] == str(BIN / "arq"):
+                child.stop()
 
     def check(self) -> None:
         for child in self.children:
@@ -270,14 +280,14 @@ def start_stack(root: Path, extra_env: Mapping[str, str]) -> Stack:
         redis.start()
         mail.start()
         alembic_upgrade_head(env, capture=True)
-        _wait_for_port(mail_port, mail)
+        wait_for_port(mail_port, mail)
     except BaseException:
         stack.close()
         raise
     return stack
 
 
-def _wait_for_port(port: int, child: Child, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, child: Child, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         child.check()
@@ -301,11 +311,12 @@ def _process_table() -> dict[int, tuple[int, int, int]]:
             statm = Path(f"/proc/{entry}/statm").read_text()
         except OSError:
             continue
-        # After the command in parentheses: state, ppid, ..., utime (12th), stime (13th).
+        # After the command in parentheses: state, ppid, ..., utime (12th), stime (13th), then
+        # cutime and cstime: the CPU of children it has reaped (Postgres backends that exited).
         fields = stat[stat.rindex(")") + 2 :].split()
         table[int(entry)] = (
             int(fields[1]),
-            int(fields[11]) + int(fields[12]),
+            sum(int(value) for value in fields[11:15]),
             int(statm.split()[1]),
         )
     return table
@@ -326,7 +337,8 @@ def _tree(table: dict[int, tuple[int, int, int]], root: int) -> list[int]:
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """User plus system CPU of a live process and its live descendants, in seconds."""
+    """User plus system CPU of a live process and its live descendants, and of the children
+    they reaped, in seconds."""
     table = _process_table()
     return sum(table[pid][1] for pid in _tree(table, root)) / os.sysconf("SC_CLK_TCK")
 

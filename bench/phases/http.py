@@ -13,6 +13,7 @@ from bench import load
 from bench.load import LoadResult
 from bench.options import Options
 from bench.phases.common import say
+from bench.programs import ensure_wrk
 from bench.results import Results
 from bench.scenarios import Scenario
 from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Server, Stack, uvicorn_argv
@@ -61,7 +62,7 @@ def run(
     options: Options,
     results: Results,
 ) -> None:
-    wrk = load.ensure_wrk()
+    wrk = ensure_wrk()
     scripts_dir = stack.root / "lua"
     scripts_dir.mkdir(exist_ok=True)
     invocation: dict[str, int] = {}

@@ -6,10 +6,14 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from bench import load
+from bench.open_loop import feed_orders
 from bench.options import Options
 from bench.phases.common import say, settle, wait_for_log, wait_until
+from bench.programs import ensure_wrk
 from bench.results import Results
 from bench.seed import HOT_PRODUCTS, Seed
 from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Stack, tree_rss_bytes
@@ -20,44 +24,14 @@ from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Stack, tree_rss_byte
 SOAK_DEFAULT_ORDER_RATE = 50.0
 
 
-async def _feed_orders(
-    url: str, seed: Seed, rate: float, seconds: float, counts: dict[str, int]
-) -> None:
-    """POST /v1/orders at a fixed rate, on a schedule that does not wait for the answers.
+def _soak_order(seed: Seed) -> Callable[[int], dict[str, Any]]:
+    def body(n: int) -> dict[str, Any]:
+        return {
+            "customer": {"email": f"soak{n}@soak.example.com", "name": f"Soak {n}"},
+            "items": [{"product_id": seed.hot_first + n % HOT_PRODUCTS, "quantity": 1}],
+        }
 
-    Open loop, as wrk2 paces: order n is sent at start + n / rate whatever happened to order
-    n - 1, so a slow API or worker shows as a backlog, not as a lower rate. At most 64 requests
-    are in flight; an order due while they all are is counted as `late` and not sent.
-    """
-    import httpx
-
-    in_flight: set[asyncio.Task[None]] = set()
-    headers = {"Authorization": f"Bearer {seed.api_key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
-
-        async def place(n: int) -> None:
-            body = {
-                "customer": {"email": f"soak{n}@soak.example.com", "name": f"Soak {n}"},
-                "items": [{"product_id": seed.hot_first + n % HOT_PRODUCTS, "quantity": 1}],
-            }
-            try:
-                response = await client.post("/v1/orders", json=body)
-                counts["placed" if response.status_code == 201 else "errors"] += 1
-            except httpx.HTTPError:
-                counts["errors"] += 1
-
-        started = time.monotonic()
-        for n in range(int(rate * seconds)):
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(in_flight) >= 64:
-                counts["late"] += 1
-                continue
-            task = asyncio.create_task(place(n))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        await asyncio.gather(*in_flight)
+    return body
 
 
 def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
@@ -76,7 +50,7 @@ def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         wait_for_log(worker, "worker_started")
     rate = options.soak_order_rate or SOAK_DEFAULT_ORDER_RATE
     say(f"soak: {rate:.0f} orders/s, reads on the rest of the API's capacity")
-    wrk = load.ensure_wrk()
+    wrk = ensure_wrk()
     script = stack.root / "lua" / "soak.lua"
     script.write_text(load.reads(seed.api_key, HOT_PRODUCTS, seed.order_first, seed.order_count))
     counts = {"placed": 0, "errors": 0, "late": 0}
@@ -111,7 +85,9 @@ def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         text=True,
     )
     feeder = threading.Thread(
-        target=lambda: asyncio.run(_feed_orders(api.url, seed, rate, options.soak_s, counts)),
+        target=lambda: asyncio.run(
+            feed_orders(api.url, seed.api_key, rate, options.soak_s, _soak_order(seed), counts)
+        ),
         daemon=True,
     )
     feeder.start()

@@ -30,11 +30,14 @@ def test_smoke_run_starts_the_system_measures_every_scenario_and_writes_the_repo
         "## End to end: accepted, confirmed, emailed",
         "## BackgroundTasks or a queue",
         "## The guide's claims, measured",
+        "## Flash sale: orders and reads at once on the same products",
     ):
         assert heading in report
     # Every scenario ran and answered without errors (a broken endpoint shows up here).
     for scenario in ("hello", "post_order", "product_hit", "product_miss", "driver_sync_def"):
         assert f"(`{scenario}`)" in report
     assert "| 0 |" in report
-    for chart in ("perf-api.png", "perf-claims.png", "perf-queue.png", "perf-memory.png"):
+    assert "The flash sale failed" not in report
+    charts = ("perf-api.png", "perf-claims.png", "perf-queue.png", "perf-memory.png")
+    for chart in (*charts, "perf-flash-sale.png"):
         assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")

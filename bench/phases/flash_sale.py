@@ -1,0 +1,513 @@
+"""The flash sale: everything at once on the same few products, as a shop under high traffic.
+
+One API process (the production Granian command) and one worker (`arq worker.Settings`) on the
+run's Postgres and Redis, with Postfix's smtp-sink as the mail server (a C program whose CPU
+stays small beside the worker's). 50 products, the first 5 on sale with plenty of stock.
+
+- Before the sale: reads only, of the 5 and of the other 45 (24 connections each).
+- The sale: for flash_sale_s, three wrk processes at once: 32 connections place one-line orders
+  for the 5, 24 read the 5, 24 read the other 45. Orders are followed through the tables
+  (orders.created_at, confirmed_at, confirmation_sent_at) until the last is emailed.
+- A sale of one single product, against one transaction per order on one row (pgbench).
+- Open loop: orders at half the rate the sale confirmed and emailed, from POST to email.
+- References, with no worker running: POST /v1/orders alone, and pgbench on Postgres alone with
+  the product's statements per order and with a lean write of the same rows.
+
+Figures come from HTTP (wrk), the tables and process CPU only, never from the worker's
+internals, so that they keep their meaning however the pipeline is built.
+"""
+
+import asyncio
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import load, pgbench
+from bench import repository as bench_repo
+from bench import seed as seeding
+from bench.load import WrkRun
+from bench.open_loop import feed_orders
+from bench.options import Options
+from bench.phases.common import say, settle, start_worker
+from bench.programs import ensure_smtp_sink, ensure_wrk
+from bench.programs import pgbench as find_pgbench
+from bench.repository import OrderTimes
+from bench.results import Results
+from bench.stack import (
+    PRODUCTION_POOL,
+    PRODUCTION_SERVER,
+    Child,
+    Server,
+    Stack,
+    tree_cpu_seconds,
+    wait_for_port,
+)
+from devstack.services import LOOPBACK, free_port
+from shop.clients.service import create_client
+
+PRODUCTS = 50
+HOT = 5
+OTHER_STOCK = 1_000
+ORDER_CONNECTIONS = 32
+HOT_READ_CONNECTIONS = 24
+OTHER_READ_CONNECTIONS = 24
+REFERENCE_CLIENTS = 64
+# How long the pipeline may take to work through what a sale left, before the phase gives up.
+DRAIN_LIMIT_S = 600.0
+# The issue's goals, which the report holds the figures against.
+GOALS = {
+    "hot_reads_vs_other_reads": 0.9,
+    "emailed_vs_accepted": 0.9,
+    "accepted_vs_post_alone": 0.5,
+    "sale_order_p99_ms": 100.0,
+    "single_product_vs_row_transactions": 5.0,
+    "product_statements_vs_lean_write": 0.6,
+    "open_loop_p99_ms": 1000.0,
+}
+
+
+@dataclass(frozen=True)
+class FlashSeed:
+    api_key: str
+    client_id: int
+    first: int  # products first .. first + PRODUCTS - 1; the first HOT are on sale
+    single: int  # the product of the one-product sale
+    row: int  # the product the one-transaction-per-order baseline takes stock from
+
+
+async def _seed(dsn: str) -> FlashSeed:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        async with conn.transaction():
+            new = await create_client(conn, "flash-sale", is_admin=False)
+            hot = await seeding.products(
+                conn, "FLASH-SALE", "Flash sale product", HOT, stock=seeding.PLENTY
+            )
+            other = await seeding.products(
+                conn, "FLASH-CATALOGUE", "Catalogue product", PRODUCTS - HOT, stock=OTHER_STOCK
+            )
+            single = await seeding.products(
+                conn, "FLASH-SINGLE", "Single product on sale", 1, stock=seeding.PLENTY
+            )
+            row = await seeding.products(
+                conn, "FLASH-ROW", "Row transaction product", 1, stock=seeding.PLENTY
+            )
+    finally:
+        await conn.close()
+    assert other[0] == hot[-1] + 1, "the sale's products must have consecutive ids"
+    return FlashSeed(new.api_key, new.client.id, hot[0], single[0], row[0])
+
+
+class _Sale:
+    """The processes of the phase and what the run directory's scripts are called."""
+
+    def __init__(self, stack: Stack, seed: FlashSeed) -> None:
+        self.stack = stack
+        self.seed = seed
+        self.wrk = ensure_wrk()
+        self.scripts = stack.root / "lua"
+        self.scripts.mkdir(exist_ok=True)
+        self.sink, self.sink_url = _start_sink(stack)
+        self.api: Server = stack.server(
+            "api_flash", PRODUCTION_SERVER, "api.main:app", 1, PRODUCTION_POOL
+        )
+        self.worker: Child | None = None
+
+    def start_worker(self) -> None:
+        self.worker = start_worker(self.stack, "worker_flash", {"SMTP_URL": self.sink_url})
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def pids(self) -> dict[str, int]:
+        pids = {
+            "api": self.api.pid,
+            "postgres": self.stack.postgres.pid or 0,
+            "redis": self.stack.redis.pid or 0,
+            "smtp_sink": self.sink.pid,
+        }
+        if self.worker is not None:
+            pids["worker"] = self.worker.pid
+        return pids
+
+    def cpu(self) -> dict[str, float]:
+        return {name: tree_cpu_seconds(pid) for name, pid in self.pids().items()}
+
+    def wrk_start(self, name: str, script: str, seconds: float, connections: int) -> WrkRun:
+        path = self.scripts / f"flash-{name}.lua"
+        path.write_text(script)
+        return load.start_wrk(
+            self.wrk, self.api.url, path, seconds=seconds, connections=connections
+        )
+
+    def hot_reads(self) -> str:
+        return load.cycling_ids(
+            "/v1/products/", self.seed.first, HOT, self.seed.api_key, per_second=True
+        )
+
+    def other_reads(self) -> str:
+        return load.cycling_ids(
+            "/v1/products/",
+            self.seed.first + HOT,
+            PRODUCTS - HOT,
+            self.seed.api_key,
+            per_second=True,
+        )
+
+    def orders(self, tag: str, first: int, count: int) -> str:
+        return load.one_line_orders(self.seed.api_key, tag, first, count)
+
+
+def _start_sink(stack: Stack) -> tuple[Child, str]:
+    """smtp-sink on a free port: accepts and drops every message (no -d: nothing on disk); -c
+    keeps a running count in its log. It starts as root only to drop to nobody (-u)."""
+    port = free_port()
+    sink = stack.child(
+        "smtp_sink", [ensure_smtp_sink(), "-c", "-u", "nobody", f"{LOOPBACK}:{port}", "1000"]
+    )
+    wait_for_port(port, sink)
+    return sink, f"smtp://{LOOPBACK}:{port}"
+
+
+def _sink_count(sink: Child) -> int | None:
+    counts = re.findall(r"mesg=(\d+)", sink.log_path.read_text(errors="replace"))
+    return int(counts[-1]) if counts else None
+
+
+async def _drain(dsn: str, client_id: int, after_id: int, limit_s: float) -> float:
+    """Waits until none of the client's orders after `after_id` is on its way; returns the time
+    (monotonic) it saw that, or raises TimeoutError."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        deadline = time.monotonic() + limit_s
+        while await bench_repo.unfinished_orders(conn, client_id, after_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"orders were still on their way after {limit_s:g}s")
+            await asyncio.sleep(0.25)
+        return time.monotonic()
+    finally:
+        await conn.close()
+
+
+async def _last_order_id(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await bench_repo.last_order_id(conn)
+    finally:
+        await conn.close()
+
+
+async def _order_times(dsn: str, client_id: int, after_id: int) -> list[OrderTimes]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await bench_repo.order_times(conn, client_id, after_id)
+    finally:
+        await conn.close()
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.nan
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _wrk_figures(run: WrkRun) -> dict[str, Any]:
+    return {
+        "requests": run.requests,
+        "seconds": round(run.seconds, 3),
+        "rps": round(run.rps, 1),
+        "errors": run.errors,
+        "p50_ms": run.latency_ms(50),
+        "p99_ms": run.latency_ms(99),
+        "wrk_cpu_s": round(run.cpu_s, 2),
+    }
+
+
+def _series(
+    orders: list[OrderTimes], start: float, reads: dict[str, dict[int, int]]
+) -> list[dict[str, int]]:
+    """Per wall-clock second from the sale's start to its last email: orders accepted,
+    confirmed and emailed in that second, the backlog (accepted but not yet emailed) at its
+    end, and reads of each kind."""
+    accepted = Counter(int(o.created) for o in orders)
+    confirmed = Counter(int(o.confirmed) for o in orders if o.confirmed is not None)
+    emailed = Counter(int(o.emailed) for o in orders if o.emailed is not None)
+    last = max(
+        [int(start), *accepted, *confirmed, *emailed, *(s for r in reads.values() for s in r)]
+    )
+    series, backlog = [], 0
+    for second in range(int(start), last + 1):
+        backlog += accepted[second] - emailed[second]
+        series.append(
+            {
+                "t_s": second - int(start),
+                "accepted": accepted[second],
+                "confirmed": confirmed[second],
+                "emailed": emailed[second],
+                "backlog": backlog,
+                **{f"{name}_reads": counts.get(second, 0) for name, counts in reads.items()},
+            }
+        )
+    return series
+
+
+def _before(sale: _Sale, seconds: float) -> dict[str, Any]:
+    hot = sale.wrk_start("before-hot", sale.hot_reads(), seconds, HOT_READ_CONNECTIONS)
+    other = sale.wrk_start("before-other", sale.other_reads(), seconds, OTHER_READ_CONNECTIONS)
+    return {"hot_reads": _wrk_figures(hot.finish()), "other_reads": _wrk_figures(other.finish())}
+
+
+def _sale(sale: _Sale, options: Options) -> dict[str, Any]:
+    stack, seed = sale.stack, sale.seed
+    dsn = stack.postgres.url
+    after_id = asyncio.run(_last_order_id(dsn))
+    cpu_before = sale.cpu()
+    start = time.time()
+    seconds = options.flash_sale_s
+    orders = sale.wrk_start(
+        "sale-orders", sale.orders("sale", seed.first, HOT), seconds, ORDER_CONNECTIONS
+    )
+    hot = sale.wrk_start("sale-hot", sale.hot_reads(), seconds, HOT_READ_CONNECTIONS)
+    other = sale.wrk_start("sale-other", sale.other_reads(), seconds, OTHER_READ_CONNECTIONS)
+    runs = {"orders": orders.finish(), "hot_reads": hot.finish(), "other_reads": other.finish()}
+    end = time.time()
+    cpu_sale = sale.cpu()
+    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    cpu_drained = sale.cpu()
+    say(f"flash sale: every order emailed {time.time() - end:.1f} s after the sale ended")
+    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    emailed = [o.emailed for o in times if o.emailed is not None]
+    confirmed = [o.confirmed for o in times if o.confirmed is not None]
+    last_email = max(emailed, default=math.nan)
+    sale_s = runs["orders"].seconds
+    accepted_per_s = _rate(len(times), sale_s)
+    emailed_per_s = _rate(len(emailed), last_email - start)
+    wrk_cpu = {name: round(run.cpu_s, 2) for name, run in runs.items()}
+    to_email = [(o.emailed - o.created) * 1000 for o in times if o.emailed is not None]
+    figures: dict[str, Any] = {
+        **{name: _wrk_figures(run) for name, run in runs.items()},
+        "seconds": round(sale_s, 2),
+        "accepted": len(times),
+        "confirmed": len(confirmed),
+        "emailed": len(emailed),
+        "rejected": sum(o.status == "rejected" for o in times),
+        "accepted_per_s": round(accepted_per_s, 1),
+        "emailed_per_s": round(emailed_per_s, 1),
+        "last_email_after_end_s": round(last_email - end, 2),
+        # From the order's created_at (its first statement) to its confirmation_sent_at.
+        "accepted_to_emailed_ms": {f"p{p}": round(_percentile(to_email, p), 1) for p in (50, 99)},
+        "cpu_s_during_sale": {
+            **{k: round(cpu_sale[k] - cpu_before[k], 2) for k in cpu_before},
+            **{f"wrk_{k}": v for k, v in wrk_cpu.items()},
+        },
+        "cpu_s_sale_to_drained": {
+            **{k: round(cpu_drained[k] - cpu_before[k], 2) for k in cpu_before},
+            **{f"wrk_{k}": v for k, v in wrk_cpu.items()},
+        },
+        "sink_messages": _sink_count(sale.sink),
+        "series": _series(
+            times,
+            start,
+            {
+                "hot": runs["hot_reads"].per_second or {},
+                "other": runs["other_reads"].per_second or {},
+            },
+        ),
+    }
+    return figures
+
+
+def _single_product(sale: _Sale, options: Options) -> dict[str, Any]:
+    """A sale of one product: every order takes stock from the same row."""
+    stack, seed = sale.stack, sale.seed
+    dsn = stack.postgres.url
+    after_id = asyncio.run(_last_order_id(dsn))
+    start = time.time()
+    run = sale.wrk_start(
+        "single-orders",
+        sale.orders("single", seed.single, 1),
+        options.flash_reference_s,
+        ORDER_CONNECTIONS,
+    ).finish()
+    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    confirmed = [o.confirmed for o in times if o.confirmed is not None]
+    return {
+        "orders": _wrk_figures(run),
+        "accepted": len(times),
+        "confirmed": len(confirmed),
+        "confirmed_per_s": round(_rate(len(confirmed), max(confirmed, default=start) - start), 1),
+    }
+
+
+def _open_loop(sale: _Sale, rate: float, seconds: float) -> dict[str, Any]:
+    """Orders at a fixed rate; the time from each POST to its order's confirmation_sent_at."""
+    stack, seed = sale.stack, sale.seed
+    dsn = stack.postgres.url
+    after_id = asyncio.run(_last_order_id(dsn))
+    counts: dict[str, int] = {}
+    sent_at: dict[int, float] = {}
+
+    def body(n: int) -> dict[str, Any]:
+        return {
+            "customer": {"email": f"open{n}@flash.example.com", "name": f"Open loop {n}"},
+            "items": [{"product_id": seed.first + n % HOT, "quantity": 1}],
+        }
+
+    asyncio.run(feed_orders(sale.api.url, seed.api_key, rate, seconds, body, counts, sent_at))
+    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    latencies = [
+        (o.emailed - sent_at[o.id]) * 1000
+        for o in times
+        if o.emailed is not None and o.id in sent_at
+    ]
+    return {
+        "rate_per_s": round(rate, 1),
+        "seconds": seconds,
+        **counts,
+        "emailed": len(latencies),
+        "p50_ms": round(_percentile(latencies, 50), 1),
+        "p99_ms": round(_percentile(latencies, 99), 1),
+        "max_ms": round(max(latencies, default=math.nan), 1),
+    }
+
+
+def _post_alone(sale: _Sale, seconds: float) -> dict[str, Any]:
+    """POST /v1/orders with nothing else running: no worker, no reads."""
+    assert sale.worker is None
+    cpu_before = sale.cpu()
+    run = sale.wrk_start(
+        "post-alone", sale.orders("alone", sale.seed.first, HOT), seconds, ORDER_CONNECTIONS
+    ).finish()
+    cpu_after = sale.cpu()
+    return {
+        **_wrk_figures(run),
+        "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before},
+    }
+
+
+def _pgbench_references(sale: _Sale, seconds: float) -> dict[str, Any]:
+    """Postgres alone: (a) the product's statements per order, (b) a lean write of the same
+    rows, both on REFERENCE_CLIENTS connections; and one transaction per order on one row, on as
+    many connections as the sale places orders from."""
+    stack, seed = sale.stack, sale.seed
+    dsn = stack.postgres.url
+    program = find_pgbench(stack.postgres.bindir)
+
+    async def scratch(create: bool) -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            if create:
+                await bench_repo.create_scratch_tables(conn)
+            else:
+                await bench_repo.drop_scratch_tables(conn)
+        finally:
+            await conn.close()
+
+    def script(name: str, text: str) -> Path:
+        path = stack.root / f"pgbench-{name}.sql"
+        path.write_text(text)
+        return path
+
+    order = pgbench.order_variables(seed.client_id, (seed.first, seed.first + 1))
+    postgres_pid = stack.postgres.pid or 0
+    asyncio.run(scratch(True))
+    try:
+        runs = {
+            "product_statements": pgbench.run(
+                program,
+                dsn,
+                script("product", pgbench.product_order_script()),
+                clients=REFERENCE_CLIENTS,
+                seconds=seconds,
+                variables=order,
+                postgres_pid=postgres_pid,
+            ),
+            "lean_write": pgbench.run(
+                program,
+                dsn,
+                script("lean", pgbench.lean_order_script()),
+                clients=REFERENCE_CLIENTS,
+                seconds=seconds,
+                variables=order,
+                postgres_pid=postgres_pid,
+            ),
+            "row_transactions": pgbench.run(
+                program,
+                dsn,
+                script("row", pgbench.row_order_script()),
+                clients=ORDER_CONNECTIONS,
+                seconds=seconds,
+                variables={"product": str(seed.row)},
+                postgres_pid=postgres_pid,
+            ),
+        }
+    finally:
+        asyncio.run(scratch(False))
+    return {name: asdict(result) for name, result in runs.items()}
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def run(stack: Stack, options: Options, results: Results) -> None:
+    # Only this phase's worker takes jobs, and nothing an earlier phase left is worked on.
+    stack.stop_workers()
+    asyncio.run(settle(stack))
+    seed = asyncio.run(_seed(stack.postgres.url))
+    sale = _Sale(stack, seed)
+    figures: dict[str, Any] = {"goals": GOALS}
+    sale.start_worker()
+    say(f"flash sale: before the sale, {options.flash_before_s:g} s of reads")
+    figures["before"] = _before(sale, options.flash_before_s)
+    say(f"flash sale: {options.flash_sale_s:g} s of orders and reads at once")
+    figures["sale"] = _sale(sale, options)
+    say(f"flash sale: one product on sale, {options.flash_reference_s:g} s")
+    figures["single_product"] = _single_product(sale, options)
+    capacity = figures["sale"]["emailed_per_s"]
+    if capacity > 0:
+        say(f"flash sale: open loop at {capacity / 2:.0f} orders/s")
+        figures["open_loop"] = _open_loop(sale, capacity / 2, options.flash_reference_s)
+    sale.stop_worker()
+    say("flash sale: references (no worker): POST /v1/orders alone, pgbench")
+    figures["post_alone"] = _post_alone(sale, options.flash_reference_s)
+    figures["pgbench"] = _pgbench_references(sale, options.flash_reference_s)
+    # The references left orders pending with no worker to take them.
+    asyncio.run(settle(stack))
+    sale.api.stop()
+
+    during, before = figures["sale"], figures["before"]
+    pg = figures["pgbench"]
+    figures["ratios"] = {
+        "hot_reads_vs_other_reads": _ratio(
+            during["hot_reads"]["rps"], during["other_reads"]["rps"]
+        ),
+        "hot_reads_vs_other_reads_before": _ratio(
+            before["hot_reads"]["rps"], before["other_reads"]["rps"]
+        ),
+        "emailed_vs_accepted": _ratio(during["emailed_per_s"], during["accepted_per_s"]),
+        "accepted_vs_post_alone": _ratio(during["accepted_per_s"], figures["post_alone"]["rps"]),
+        "single_product_vs_row_transactions": _ratio(
+            figures["single_product"]["confirmed_per_s"], pg["row_transactions"]["tps"]
+        ),
+        "product_statements_vs_lean_write": _ratio(
+            pg["product_statements"]["tps"], pg["lean_write"]["tps"]
+        ),
+    }
+    results.flash_sale = figures
+    say(f"flash sale: ratios {figures['ratios']}")
