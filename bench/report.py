@@ -142,8 +142,10 @@ def print_medians(results: Results) -> None:
     if results.flash_sale:
         for line in flash_sale_report.goal_table(results.flash_sale):
             print(line, flush=True)
+        for part, figures in results.flash_sale.items():
+            shown = {k: v for k, v in figures.items() if k != "series"}
+            print(f"{part}: {json.dumps(shown, default=str)}", flush=True)
         sale = results.flash_sale.get("sale", {})
-        print(json.dumps({k: v for k, v in sale.items() if k != "series"}, default=str), flush=True)
         for s in sale.get("series", []):
             print(
                 f"  t {s['t_s']:3d} s  accepted {s['accepted']:5d}  confirmed {s['confirmed']:5d}"

@@ -4,7 +4,6 @@ Postgres runs with durable commits (fsync and synchronous_commit on), as in prod
 benchmark on a database that may lose acknowledged commits measures something else.
 """
 
-import contextlib
 import os
 import signal
 import socket
@@ -18,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.server import GRANIAN_FLAGS
-from devstack.project import REPO_ROOT, alembic_upgrade_head
+from devstack.processes import ChildProcess
+from devstack.project import alembic_upgrade_head
 from devstack.services import (
     LOOPBACK,
     PostgresService,
@@ -87,19 +87,11 @@ class Child:
     argv: list[str]
     log_path: Path
     env: dict[str, str]
-    process: "subprocess.Popen[bytes] | None" = None
+    process: ChildProcess | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                process_group=0,
-            )
+            self.process = ChildProcess(self.argv, self.env, log).start()
 
     @property
     def pid(self) -> int:
@@ -107,10 +99,10 @@ class Child:
         return self.process.pid
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.running()
 
     def check(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
+        if self.process is not None and not self.process.running():
             tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
             raise BenchError(
                 f"{self.name} exited with status {self.process.returncode}:\n" + "\n".join(tail)
@@ -119,15 +111,7 @@ class Child:
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.process.stop(STOP_TIMEOUT_S, sig)
         self.process = None
 
     def kill(self) -> None:

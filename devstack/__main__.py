@@ -6,12 +6,10 @@ in reverse order on Ctrl-C or SIGTERM. `services` starts only the three services
 """
 
 import argparse
-import contextlib
 import hashlib
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit
 
 from api.server import SHUTDOWN_GRACE_S, granian_args
 from devstack.mailsink import MailSink, print_delivery
+from devstack.processes import ChildProcess
 from devstack.project import REPO_ROOT, CommandError, alembic_upgrade_head, demo_seed
 from devstack.services import (
     LOOPBACK,
@@ -48,7 +47,7 @@ DEMO_ORDER = (
 CHILD_STOP_MARGIN_S = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-Children = dict[str, "subprocess.Popen[bytes]"]
+Children = dict[str, ChildProcess]
 Watched = list[tuple[str, Service]]
 
 
@@ -165,33 +164,26 @@ def _stop_service(name: str, service: Service) -> None:
     service.stop()
 
 
-def _spawn(name: str, argv: Sequence[str], env: dict[str, str]) -> "subprocess.Popen[bytes]":
+def _spawn(name: str, argv: Sequence[str], env: dict[str, str]) -> ChildProcess:
     _say(f"starting the {name}: {shlex.join(argv)}")
     # A process group of its own: a Ctrl-C in the terminal reaches only us, and we stop the
-    # children in order.
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, process_group=0)
+    # children in order. Its output is ours.
+    return ChildProcess(argv, env).start()
 
 
-def _stop_child(name: str, process: "subprocess.Popen[bytes]", grace_s: float) -> None:
-    if process.poll() is not None:
+def _stop_child(name: str, child: ChildProcess, grace_s: float) -> None:
+    if not child.running():
         return
     _say(f"stopping the {name}")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
     timeout_s = grace_s + CHILD_STOP_MARGIN_S
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        _say(f"the {name} did not stop within {timeout_s:g}s, killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if not child.stop(timeout_s):
+        _say(f"the {name} did not stop within {timeout_s:g}s and was killed")
 
 
 def _check_alive(children: Children, watched: Watched) -> None:
-    for name, process in children.items():
-        if process.poll() is not None:
-            raise StackError(f"the {name} exited unexpectedly with status {process.returncode}")
+    for name, child in children.items():
+        if not child.running():
+            raise StackError(f"the {name} exited unexpectedly with status {child.returncode}")
     for name, service in watched:
         if not service.running:
             raise StackError(f"{name} stopped unexpectedly (see its log)")

@@ -5,12 +5,10 @@ Output goes to a file rather than a pipe, so a chatty process can never block on
 """
 
 import asyncio
-import contextlib
 import enum
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,51 +22,28 @@ import httpx
 import pytest
 
 from api.server import granian_args
+from devstack import processes
 from devstack.services import LOOPBACK, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-class ChildProcess:
+class ChildProcess(processes.ChildProcess):
+    """A child whose output the test reads, and whose death it causes."""
+
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self._argv = argv
-        self._env = {**os.environ, "LOG_FORMAT": "json", **(env or {})}
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in close()
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(argv, {**os.environ, "LOG_FORMAT": "json", **(env or {})}, self._log)
 
     def start(self) -> "ChildProcess":
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.process = subprocess.Popen(
-            self._argv,
-            cwd=REPO_ROOT,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Its own process group, so that close() also reaches the processes it starts
-            # (`--workers N` spawns N), which outlive a parent killed alone.
-            process_group=0,
-        )
+        super().start()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def signal(self, signum: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
 
     def kill(self) -> None:
         """kill -9: no clean-up of any kind, as when the machine or the OOM killer takes it."""
         self.signal(signal.SIGKILL)
         self.wait(10)
-
-    def wait(self, timeout_s: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout_s)
 
     def output(self) -> str:
         self._log.seek(0)
@@ -79,10 +54,7 @@ class ChildProcess:
         return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
     def close(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        self.kill_group()
         self._log.close()
 
 

@@ -62,6 +62,8 @@ def run(
     options: Options,
     results: Results,
 ) -> None:
+    if not scenarios:
+        return
     wrk = ensure_wrk()
     scripts_dir = stack.root / "lua"
     scripts_dir.mkdir(exist_ok=True)
