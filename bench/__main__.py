@@ -1,9 +1,11 @@
-"""`python -m bench [--smoke] [--rounds N] [--seconds S] [--soak-seconds S] [--out DIR]`
-[--only A,B].
+"""`python -m bench [--smoke] [--rounds N] [--seconds S] [--soak-seconds S]
+[--flash-sale-seconds S] [--out DIR] [--only A,B]`.
 
 Starts Postgres (durable commits), Redis and a mail sink on free loopback ports, the API and
-the claims apps under uvicorn and Granian, and ARQ workers; measures; writes DIR/performance.md
-and its charts; stops everything it started.
+the claims apps under uvicorn and Granian, and ARQ workers; measures the HTTP scenarios, the
+queue, a memory soak and a flash sale (bench.run); writes DIR/performance.md and its charts;
+stops everything it started. `--only flash_sale` runs the flash sale alone and prints its
+figures.
 """
 
 import argparse

@@ -20,10 +20,10 @@ from bench.stack import Stack
 def run(stack: Stack, options: Options) -> Results:
     results = Results()
     miss_window = 2_000 if options.smoke else 30_000
-    say("seeding: a client, 100 hot products, products for cache misses, orders to read")
-    data = asyncio.run(
-        seed(stack.postgres.url, miss_window * (options.rounds + 1), 50 if options.smoke else 1_000)
-    )
+    # Products for cache misses: a fresh window of them for each run of product_miss.
+    misses = miss_window * (options.rounds + 1) if options.wants("product_miss") else 0
+    say(f"seeding: a client, 100 hot products, {misses} products for cache misses, orders to read")
+    data = asyncio.run(seed(stack.postgres.url, misses, 50 if options.smoke else 1_000))
     scenarios = [s for s in all_scenarios(data, miss_window) if options.wants(s.name)]
     needed = {scenario.server for scenario in scenarios}
     if options.wants("queues"):

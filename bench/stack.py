@@ -193,11 +193,10 @@ class Stack:
         child.start()
         return child
 
-    def stop_workers(self) -> None:
-        """Stops every ARQ worker started so far."""
-        for child in self.children:
-            if child.argv[0] == str(BIN / "arq"):
-                child.stop()
+    def stop_children(self) -> None:
+        """Stops every server and worker started so far; the services stay up."""
+        for child in reversed(self.children):
+            child.stop()
 
     def check(self) -> None:
         for child in self.children:

@@ -466,8 +466,9 @@ def _ratio(a: float, b: float) -> float:
 
 
 def run(stack: Stack, options: Options, results: Results) -> None:
-    # Only this phase's worker takes jobs, and nothing an earlier phase left is worked on.
-    stack.stop_workers()
+    # Only this phase's processes run: no other worker takes its jobs, and no idle server of an
+    # earlier phase takes CPU (each API process hears the worker's cache invalidations).
+    stack.stop_children()
     asyncio.run(settle(stack))
     seed = asyncio.run(_seed(stack.postgres.url))
     sale = _Sale(stack, seed)
