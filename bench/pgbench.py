@@ -1,26 +1,36 @@
 """Postgres alone, through pgbench: what the database does with the product's own statements,
 against a lean write of the same rows and against one transaction per order on one row.
 
-Scripts are written per run into the run directory. The product's statements are taken from
-shop/orders/repository.py as they are, their `$n` parameters bound to pgbench variables.
+The product's statements are not copied here: `record_keyed_order` places two orders under an
+Idempotency-Key through shop/orders/repository.py on a connection that notes each statement
+and its arguments, and `product_order_script` turns what it noted into a pgbench script. What
+differs between the two orders is what each order brings of its own (the key, and the id and
+time the first statement hands to the second); everything else is bound as the product bound it.
+Scripts are written per run into the run directory.
 """
 
 import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from hashlib import sha256
 from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
 
 from bench.stack import BenchError, tree_cpu_seconds
-from shop.jobs.names import JobName, job_id_prefix
-from shop.orders import idempotency_repository as idempotency_repo
 from shop.orders import repository as orders_repo
+from shop.orders.repository import KeyedOrder, PricedLine
+from shop.orders.schemas import Customer
 
 # A random key per transaction: two alike in a run of 10^5 orders has odds of about 10^-9.
 _KEY = r"\set key random(1, 4611686018427387903)"
 _PARAMETER = re.compile(r"\$(\d+)\b")
+_RESULT_PREFIX = "first_"
 
 # The lean write: an order, its two lines and its outbox row in one statement, into scratch
 # tables without foreign keys and with a primary key as their only index (bench.repository).
@@ -51,45 +61,158 @@ INSERT INTO bench_row_confirmations (product_id) SELECT id FROM taken;
 """
 
 
-def _bind(sql: str, names: dict[int, str]) -> str:
-    """The statement with each `$n` replaced by pgbench's `:name`, and no trailing newline."""
-    return _PARAMETER.sub(lambda match: ":" + names[int(match[1])], sql).strip()
+@dataclass
+class _Statement:
+    sql: str
+    args: tuple[Any, ...]
+    result: dict[str, Any] = field(default_factory=dict)
 
 
-def product_order_script() -> str:
-    """The two round trips of POST /v1/orders under an Idempotency-Key (shop.orders.service
-    place_order_once): read the stored key, prices and the new order's id; then write the order,
-    its lines, its outbox row and the key with its response, in one statement."""
-    prepare = _bind(
-        orders_repo._PREPARE_KEYED_ORDER,
-        {1: "client_id", 2: "key", 3: "product_ids"},
+class _Recorder:
+    """An asyncpg connection that notes each statement, its arguments and its first row."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.statements: list[_Statement] = []
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        row = await self._conn.fetchrow(sql, *args)
+        self.statements.append(_Statement(sql, args, dict(row) if row is not None else {}))
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
+        self.statements.append(_Statement(sql, args, dict(rows[0]) if rows else {}))
+        return rows
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        value = await self._conn.fetchval(sql, *args)
+        self.statements.append(_Statement(sql, args))
+        return value
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        status: str = await self._conn.execute(sql, *args)
+        self.statements.append(_Statement(sql, args))
+        return status
+
+
+@dataclass(frozen=True)
+class RecordedOrder:
+    key: str
+    statements: list[_Statement]
+
+
+async def record_keyed_order(
+    conn: asyncpg.Connection, client_id: int, product_ids: tuple[int, int], key: str
+) -> RecordedOrder:
+    """Places one order of two lines under `key` through the product's repository, as
+    POST /v1/orders does (shop.orders.service.place_order_once), noting every statement."""
+    recorder = _Recorder(conn)
+    as_conn = cast(asyncpg.Connection, recorder)
+    plan = await orders_repo.prepare_keyed(as_conn, client_id, key, list(product_ids))
+    lines = [
+        PricedLine(product_ids[0], 1, plan.prices[product_ids[0]][0]),
+        PricedLine(product_ids[1], 2, plan.prices[product_ids[1]][0]),
+    ]
+    total = sum(line.quantity * line.unit_price_cents for line in lines)
+    body = (
+        f'{{"id":{plan.order_id},"status":"pending","customer":{{"email":'
+        f'"c@pgbench.example.com","name":"Customer"}},"total_cents":{total},'
+        f'"created_at":"{plan.created_at.isoformat()}"}}'
+    ).encode()
+    order = KeyedOrder(
+        plan=plan,
+        client_id=client_id,
+        customer=Customer(email="c@pgbench.example.com", name="Customer"),
+        lines=lines,
+        total_cents=total,
+        currency="EUR",
+        request_id="pgbench",
+        key=key,
+        endpoint="POST /v1/orders",
+        request_hash=sha256(body).digest(),
+        response_status=201,
+        response_body=body,
+        response_location=f"/v1/orders/{plan.order_id}",
     )
-    insert = _bind(
-        orders_repo._INSERT_KEYED_ORDER,
-        {
-            1: "client_id",
-            2: "email",
-            3: "name",
-            4: "total",
-            5: "currency",
-            6: "request_id",
-            7: "product_ids",
-            8: "quantities",
-            9: "prices",
-            10: "job_prefix",
-            11: "job_function",
-            12: "key",
-            13: "lock_namespace",
-            14: "plan_order_id",
-            15: "plan_created_at",
-            16: "endpoint",
-            17: "request_hash",
-            18: "status",
-            19: "body",
-            20: "location",
-        },
-    )
-    return f"{_KEY}\n{prepare} \\gset plan_\n{insert};\n"
+    written = await orders_repo.insert_keyed_with_reservation_jobs(as_conn, [order])
+    if plan.order_id not in written:
+        raise BenchError("the recorded order was not written")
+    return RecordedOrder(key, recorder.statements)
+
+
+def _text(value: Any) -> str:
+    """A value as Postgres reads it from text."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _array_text(values: Sequence[Any]) -> str:
+    def element(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        return '"' + _text(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "{" + ",".join(element(value) for value in values) + "}"
+
+
+def product_order_script(first: RecordedOrder, second: RecordedOrder) -> tuple[str, dict[str, str]]:
+    """The pgbench script of the recorded statements, and its constants (`--define`s).
+
+    A parameter that differs between the two orders is the order's own: its key, or a value the
+    first statement returned (then read from it with \\gset). One that differs otherwise (a
+    response body naming the order's id) keeps the first order's value; so does every other.
+    """
+    if [s.sql for s in first.statements] != [s.sql for s in second.statements]:
+        raise BenchError("two orders placed the same way ran different statements")
+    own: dict[Any, str] = {}
+    constants: dict[str, str] = {}
+    lines = [_KEY]
+
+    def variable(a: Any, b: Any, name: str) -> str:
+        if a is None and b is None:
+            return "NULL"
+        if a == b or isinstance(a, list | tuple):
+            constants[name] = _array_text(a) if isinstance(a, list | tuple) else _text(a)
+            return ":" + name
+        if a == first.key and b == second.key:
+            return ":key"
+        if a in own:
+            return ":" + own[a]
+        constants[name] = _text(a)
+        return ":" + name
+
+    for n, (one, two) in enumerate(zip(first.statements, second.statements, strict=True)):
+
+        def bind(match: re.Match[str], n: int = n, one: Any = one, two: Any = two) -> str:
+            index = int(match[1])
+            a, b = one.args[index - 1], two.args[index - 1]
+            name = f"s{n}_p{index}"
+            if isinstance(a, list | tuple) and any(x != y for x, y in zip(a, b, strict=True)):
+                elements = [
+                    variable(x, y, f"{name}_{i}") for i, (x, y) in enumerate(zip(a, b, strict=True))
+                ]
+                return f"ARRAY[{', '.join(elements)}]"
+            return variable(a, b, name)
+
+        sql = _PARAMETER.sub(bind, one.sql).strip()
+        results = {
+            column: value
+            for column, value in one.result.items()
+            if value is not None and not isinstance(value, list) and value != two.result.get(column)
+        }
+        if results and n < len(first.statements) - 1:
+            for column, value in results.items():
+                own[value] = f"{_RESULT_PREFIX}{column}"
+            lines.append(f"{sql} \\gset {_RESULT_PREFIX}")
+        else:
+            lines.append(f"{sql};")
+    return "\n".join(lines) + "\n", constants
 
 
 def lean_order_script() -> str:
@@ -100,39 +223,19 @@ def row_order_script() -> str:
     return _ROW_ORDER.strip() + "\n"
 
 
-def order_variables(client_id: int, product_ids: tuple[int, int]) -> dict[str, str]:
-    """What an order of two lines binds: the product's values, as the API would send them."""
+def lean_order_variables(client_id: int, product_ids: tuple[int, int]) -> dict[str, str]:
+    """What the lean write binds: an order of two lines, one and two units at 10.00 EUR."""
     a, b = product_ids
-    body = (
-        (
-            '{"id":1,"status":"pending","customer":{"email":"c@pgbench.example.com",'
-            '"name":"Customer"},"items":[{"product_id":A,"quantity":1,"unit_price_cents":1000},'
-            '{"product_id":B,"quantity":2,"unit_price_cents":1000}],"total_cents":3000,'
-            '"currency":"EUR","created_at":"2026-01-01T00:00:00Z","confirmed_at":null,'
-            '"rejected_at":null,"cancelled_at":null,"rejection_reason":null,'
-            '"confirmation_sent_at":null}'
-        )
-        .replace(":A,", f":{a},")
-        .replace(":B,", f":{b},")
-    )
     return {
         "client_id": str(client_id),
         "email": "c@pgbench.example.com",
         "name": "Customer",
         "total": "3000",
         "currency": "EUR",
-        "request_id": "pgbench",
         "product_ids": f"{{{a},{b}}}",
         "quantities": "{1,2}",
         "prices": "{1000,1000}",
-        "job_prefix": job_id_prefix(JobName.RESERVE_INVENTORY),
-        "job_function": JobName.RESERVE_INVENTORY.value,
-        "lock_namespace": str(idempotency_repo.LOCK_NAMESPACE),
-        "endpoint": "POST /v1/orders",
-        "request_hash": "\\x" + sha256(body.encode()).hexdigest(),
-        "status": "201",
-        "body": "\\x" + body.encode().hex(),
-        "location": "/v1/orders/1",
+        "job_prefix": "reserve_inventory:",
     }
 
 

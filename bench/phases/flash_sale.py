@@ -20,6 +20,7 @@ internals, so that they keep their meaning however the pipeline is built.
 import asyncio
 import math
 import re
+import secrets
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -423,7 +424,21 @@ def _pgbench_references(sale: _Sale, seconds: float) -> dict[str, Any]:
         path.write_text(text)
         return path
 
-    order = pgbench.order_variables(seed.client_id, (seed.first, seed.first + 1))
+    async def record() -> tuple[str, dict[str, str]]:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            orders = [
+                await pgbench.record_keyed_order(
+                    conn, seed.client_id, products, f"pgbench-sample-{n}-{secrets.token_hex(4)}"
+                )
+                for n in (1, 2)
+            ]
+        finally:
+            await conn.close()
+        return pgbench.product_order_script(*orders)
+
+    products = (seed.first, seed.first + 1)
+    product_script, product_constants = asyncio.run(record())
     postgres_pid = stack.postgres.pid or 0
     asyncio.run(scratch(True))
     try:
@@ -431,10 +446,10 @@ def _pgbench_references(sale: _Sale, seconds: float) -> dict[str, Any]:
             "product_statements": pgbench.run(
                 program,
                 dsn,
-                script("product", pgbench.product_order_script()),
+                script("product", product_script),
                 clients=REFERENCE_CLIENTS,
                 seconds=seconds,
-                variables=order,
+                variables=product_constants,
                 postgres_pid=postgres_pid,
             ),
             "lean_write": pgbench.run(
@@ -443,7 +458,7 @@ def _pgbench_references(sale: _Sale, seconds: float) -> dict[str, Any]:
                 script("lean", pgbench.lean_order_script()),
                 clients=REFERENCE_CLIENTS,
                 seconds=seconds,
-                variables=order,
+                variables=pgbench.lean_order_variables(seed.client_id, products),
                 postgres_pid=postgres_pid,
             ),
             "row_transactions": pgbench.run(
