@@ -62,7 +62,7 @@ INSERT INTO bench_row_confirmations (product_id) SELECT id FROM taken;
 
 
 @dataclass
-class _Statement:
+class RecordedStatement:
     sql: str
     args: tuple[Any, ...]
     result: dict[str, Any] = field(default_factory=dict)
@@ -73,33 +73,33 @@ class _Recorder:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
-        self.statements: list[_Statement] = []
+        self.statements: list[RecordedStatement] = []
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         row = await self._conn.fetchrow(sql, *args)
-        self.statements.append(_Statement(sql, args, dict(row) if row is not None else {}))
+        self.statements.append(RecordedStatement(sql, args, dict(row) if row is not None else {}))
         return row
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
-        self.statements.append(_Statement(sql, args, dict(rows[0]) if rows else {}))
+        self.statements.append(RecordedStatement(sql, args, dict(rows[0]) if rows else {}))
         return rows
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         value = await self._conn.fetchval(sql, *args)
-        self.statements.append(_Statement(sql, args))
+        self.statements.append(RecordedStatement(sql, args))
         return value
 
     async def execute(self, sql: str, *args: Any) -> str:
         status: str = await self._conn.execute(sql, *args)
-        self.statements.append(_Statement(sql, args))
+        self.statements.append(RecordedStatement(sql, args))
         return status
 
 
 @dataclass(frozen=True)
 class RecordedOrder:
     key: str
-    statements: list[_Statement]
+    statements: list[RecordedStatement]
 
 
 async def record_keyed_order(

@@ -105,7 +105,7 @@ async def _seed(dsn: str) -> FlashSeed:
     return FlashSeed(new.api_key, new.client.id, hot[0], single[0], row[0])
 
 
-class _Sale:
+class _FlashStack:
     """The processes of the phase and what the run directory's scripts are called."""
 
     def __init__(self, stack: Stack, seed: FlashSeed) -> None:
@@ -265,29 +265,29 @@ def _series(
     return series
 
 
-def _before(sale: _Sale, seconds: float) -> dict[str, Any]:
-    hot = sale.wrk_start("before-hot", sale.hot_reads(), seconds, HOT_READ_CONNECTIONS)
-    other = sale.wrk_start("before-other", sale.other_reads(), seconds, OTHER_READ_CONNECTIONS)
+def _before(fs: _FlashStack, seconds: float) -> dict[str, Any]:
+    hot = fs.wrk_start("before-hot", fs.hot_reads(), seconds, HOT_READ_CONNECTIONS)
+    other = fs.wrk_start("before-other", fs.other_reads(), seconds, OTHER_READ_CONNECTIONS)
     return {"hot_reads": _wrk_figures(hot.finish()), "other_reads": _wrk_figures(other.finish())}
 
 
-def _sale(sale: _Sale, options: Options) -> dict[str, Any]:
-    stack, seed = sale.stack, sale.seed
+def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
+    stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
     after_id = asyncio.run(_last_order_id(dsn))
-    cpu_before = sale.cpu()
+    cpu_before = fs.cpu()
     start = time.time()
     seconds = options.flash_sale_s
-    orders = sale.wrk_start(
-        "sale-orders", sale.orders("sale", seed.first, HOT), seconds, ORDER_CONNECTIONS
+    orders = fs.wrk_start(
+        "sale-orders", fs.orders("sale", seed.first, HOT), seconds, ORDER_CONNECTIONS
     )
-    hot = sale.wrk_start("sale-hot", sale.hot_reads(), seconds, HOT_READ_CONNECTIONS)
-    other = sale.wrk_start("sale-other", sale.other_reads(), seconds, OTHER_READ_CONNECTIONS)
+    hot = fs.wrk_start("sale-hot", fs.hot_reads(), seconds, HOT_READ_CONNECTIONS)
+    other = fs.wrk_start("sale-other", fs.other_reads(), seconds, OTHER_READ_CONNECTIONS)
     runs = {"orders": orders.finish(), "hot_reads": hot.finish(), "other_reads": other.finish()}
     end = time.time()
-    cpu_sale = sale.cpu()
+    cpu_sale = fs.cpu()
     asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
-    cpu_drained = sale.cpu()
+    cpu_drained = fs.cpu()
     say(f"flash sale: every order emailed {time.time() - end:.1f} s after the sale ended")
     times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
     emailed = [o.emailed for o in times if o.emailed is not None]
@@ -318,7 +318,7 @@ def _sale(sale: _Sale, options: Options) -> dict[str, Any]:
             **{k: round(cpu_drained[k] - cpu_before[k], 2) for k in cpu_before},
             **{f"wrk_{k}": v for k, v in wrk_cpu.items()},
         },
-        "sink_messages": _sink_count(sale.sink),
+        "sink_messages": _sink_count(fs.sink),
         "series": _series(
             times,
             start,
@@ -331,15 +331,15 @@ def _sale(sale: _Sale, options: Options) -> dict[str, Any]:
     return figures
 
 
-def _single_product(sale: _Sale, options: Options) -> dict[str, Any]:
+def _single_product(fs: _FlashStack, options: Options) -> dict[str, Any]:
     """A sale of one product: every order takes stock from the same row."""
-    stack, seed = sale.stack, sale.seed
+    stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
     after_id = asyncio.run(_last_order_id(dsn))
     start = time.time()
-    run = sale.wrk_start(
+    run = fs.wrk_start(
         "single-orders",
-        sale.orders("single", seed.single, 1),
+        fs.orders("single", seed.single, 1),
         options.flash_reference_s,
         ORDER_CONNECTIONS,
     ).finish()
@@ -354,9 +354,9 @@ def _single_product(sale: _Sale, options: Options) -> dict[str, Any]:
     }
 
 
-def _open_loop(sale: _Sale, rate: float, seconds: float) -> dict[str, Any]:
+def _open_loop(fs: _FlashStack, rate: float, seconds: float) -> dict[str, Any]:
     """Orders at a fixed rate; the time from each POST to its order's confirmation_sent_at."""
-    stack, seed = sale.stack, sale.seed
+    stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
     after_id = asyncio.run(_last_order_id(dsn))
     counts: dict[str, int] = {}
@@ -368,7 +368,7 @@ def _open_loop(sale: _Sale, rate: float, seconds: float) -> dict[str, Any]:
             "items": [{"product_id": seed.first + n % HOT, "quantity": 1}],
         }
 
-    asyncio.run(feed_orders(sale.api.url, seed.api_key, rate, seconds, body, counts, sent_at))
+    asyncio.run(feed_orders(fs.api.url, seed.api_key, rate, seconds, body, counts, sent_at))
     asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
     times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
     latencies = [
@@ -387,25 +387,25 @@ def _open_loop(sale: _Sale, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
-def _post_alone(sale: _Sale, seconds: float) -> dict[str, Any]:
+def _post_alone(fs: _FlashStack, seconds: float) -> dict[str, Any]:
     """POST /v1/orders with nothing else running: no worker, no reads."""
-    assert sale.worker is None
-    cpu_before = sale.cpu()
-    run = sale.wrk_start(
-        "post-alone", sale.orders("alone", sale.seed.first, HOT), seconds, ORDER_CONNECTIONS
+    assert fs.worker is None
+    cpu_before = fs.cpu()
+    run = fs.wrk_start(
+        "post-alone", fs.orders("alone", fs.seed.first, HOT), seconds, ORDER_CONNECTIONS
     ).finish()
-    cpu_after = sale.cpu()
+    cpu_after = fs.cpu()
     return {
         **_wrk_figures(run),
         "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before},
     }
 
 
-def _pgbench_references(sale: _Sale, seconds: float) -> dict[str, Any]:
+def _pgbench_references(fs: _FlashStack, seconds: float) -> dict[str, Any]:
     """Postgres alone: (a) the product's statements per order, (b) a lean write of the same
     rows, both on REFERENCE_CLIENTS connections; and one transaction per order on one row, on as
     many connections as the sale places orders from."""
-    stack, seed = sale.stack, sale.seed
+    stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
     program = find_pgbench(stack.postgres.bindir)
 
@@ -486,26 +486,26 @@ def run(stack: Stack, options: Options, results: Results) -> None:
     stack.stop_children()
     asyncio.run(settle(stack))
     seed = asyncio.run(_seed(stack.postgres.url))
-    sale = _Sale(stack, seed)
+    fs = _FlashStack(stack, seed)
     figures: dict[str, Any] = {"goals": GOALS}
-    sale.start_worker()
+    fs.start_worker()
     say(f"flash sale: before the sale, {options.flash_before_s:g} s of reads")
-    figures["before"] = _before(sale, options.flash_before_s)
+    figures["before"] = _before(fs, options.flash_before_s)
     say(f"flash sale: {options.flash_sale_s:g} s of orders and reads at once")
-    figures["sale"] = _sale(sale, options)
+    figures["sale"] = _sale(fs, options)
     say(f"flash sale: one product on sale, {options.flash_reference_s:g} s")
-    figures["single_product"] = _single_product(sale, options)
+    figures["single_product"] = _single_product(fs, options)
     capacity = figures["sale"]["emailed_per_s"]
     if capacity > 0:
         say(f"flash sale: open loop at {capacity / 2:.0f} orders/s")
-        figures["open_loop"] = _open_loop(sale, capacity / 2, options.flash_reference_s)
-    sale.stop_worker()
+        figures["open_loop"] = _open_loop(fs, capacity / 2, options.flash_reference_s)
+    fs.stop_worker()
     say("flash sale: references (no worker): POST /v1/orders alone, pgbench")
-    figures["post_alone"] = _post_alone(sale, options.flash_reference_s)
-    figures["pgbench"] = _pgbench_references(sale, options.flash_reference_s)
+    figures["post_alone"] = _post_alone(fs, options.flash_reference_s)
+    figures["pgbench"] = _pgbench_references(fs, options.flash_reference_s)
     # The references left orders pending with no worker to take them.
     asyncio.run(settle(stack))
-    sale.api.stop()
+    fs.api.stop()
 
     during, before = figures["sale"], figures["before"]
     pg = figures["pgbench"]
