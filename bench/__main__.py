@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flash_before_s=1.0 if smoke else 5.0,
         flash_sale_s=args.flash_sale_seconds or (2.0 if smoke else 15.0),
         flash_reference_s=1.0 if smoke else 10.0,
+        flash_order_connections=8 if smoke else 32,
         only=frozenset(name for name in args.only.split(",") if name),
     )
     from bench.report import print_medians, write_report

@@ -103,6 +103,7 @@ def section(figures: dict[str, Any]) -> list[str]:
     pg = figures["pgbench"]
     cpu_sale, cpu_all = sale["cpu_s_during_sale"], sale["cpu_s_sale_to_drained"]
     to_email = sale["accepted_to_emailed_ms"]
+    orders_n = figures.get("order_connections", 32)
     lines = [
         "## Flash sale: orders and reads at once on the same products",
         "",
@@ -112,7 +113,7 @@ def section(figures: dict[str, Any]) -> list[str]:
         "Postgres with durable commits, Redis, and Postfix's `smtp-sink` as the mail server. "
         "50 products, 5 of them on sale with plenty of stock. Before the sale, reads only: "
         "24 connections read the 5, 24 read the other 45. During the sale, "
-        f"for {sale['seconds']:.0f} s, three wrk processes at once: 32 connections place "
+        f"for {sale['seconds']:.0f} s, three wrk processes at once: {orders_n} connections place "
         "one-line orders for the 5 (a fresh `Idempotency-Key` each), 24 read the 5, 24 read "
         "the other 45. Orders are followed in the `orders` table (`created_at`, `confirmed_at`, "
         "`confirmation_sent_at`) until the last one is emailed; reads per second are counted "
@@ -153,10 +154,10 @@ def section(figures: dict[str, Any]) -> list[str]:
         "",
         "### References",
         "",
-        f"`POST /v1/orders` alone (no worker, no reads; 32 connections, one-line orders for the "
-        f"5): {_fmt(alone['rps'])}/s, p99 {_fmt(alone['p99_ms'], 1)} ms.",
+        f"`POST /v1/orders` alone (no worker, no reads; {orders_n} connections, one-line orders "
+        f"for the 5): {_fmt(alone['rps'])}/s, p99 {_fmt(alone['p99_ms'], 1)} ms.",
         "",
-        f"One product on sale: 32 connections ordering the same product for "
+        f"One product on sale: {orders_n} connections ordering the same product for "
         f"{single['orders']['seconds']:.0f} s; {single['accepted']} accepted, "
         f"{_fmt(single['confirmed_per_s'])} confirmed/s from the start to the last "
         f"confirmation, against {_fmt(pg['row_transactions']['tps'])} transactions/s of one "

@@ -19,6 +19,9 @@ class Options:
     flash_before_s: float = 5.0
     flash_sale_s: float = 15.0
     flash_reference_s: float = 10.0
+    # Connections placing orders in the flash sale (32; fewer in a smoke run, whose backlog the
+    # pipeline then drains in seconds).
+    flash_order_connections: int = 32
     # Scenario names to run, plus "queues", "soak" and "flash_sale" for those phases; empty:
     # everything.
     only: frozenset[str] = frozenset()

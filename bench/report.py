@@ -143,8 +143,9 @@ def print_medians(results: Results) -> None:
         for line in flash_sale_report.goal_table(results.flash_sale):
             print(line, flush=True)
         for part, figures in results.flash_sale.items():
-            shown = {k: v for k, v in figures.items() if k != "series"}
-            print(f"{part}: {json.dumps(shown, default=str)}", flush=True)
+            if isinstance(figures, dict):
+                figures = {k: v for k, v in figures.items() if k != "series"}
+            print(f"{part}: {json.dumps(figures, default=str)}", flush=True)
         sale = results.flash_sale.get("sale", {})
         for s in sale.get("series", []):
             print(

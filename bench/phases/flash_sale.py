@@ -55,7 +55,6 @@ from shop.clients.service import create_client
 PRODUCTS = 50
 HOT = 5
 OTHER_STOCK = 1_000
-ORDER_CONNECTIONS = 32
 HOT_READ_CONNECTIONS = 24
 OTHER_READ_CONNECTIONS = 24
 REFERENCE_CLIENTS = 64
@@ -279,7 +278,10 @@ def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
     start = time.time()
     seconds = options.flash_sale_s
     orders = fs.wrk_start(
-        "sale-orders", fs.orders("sale", seed.first, HOT), seconds, ORDER_CONNECTIONS
+        "sale-orders",
+        fs.orders("sale", seed.first, HOT),
+        seconds,
+        options.flash_order_connections,
     )
     hot = fs.wrk_start("sale-hot", fs.hot_reads(), seconds, HOT_READ_CONNECTIONS)
     other = fs.wrk_start("sale-other", fs.other_reads(), seconds, OTHER_READ_CONNECTIONS)
@@ -341,7 +343,7 @@ def _single_product(fs: _FlashStack, options: Options) -> dict[str, Any]:
         "single-orders",
         fs.orders("single", seed.single, 1),
         options.flash_reference_s,
-        ORDER_CONNECTIONS,
+        options.flash_order_connections,
     ).finish()
     asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
     times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
@@ -387,12 +389,12 @@ def _open_loop(fs: _FlashStack, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
-def _post_alone(fs: _FlashStack, seconds: float) -> dict[str, Any]:
+def _post_alone(fs: _FlashStack, seconds: float, connections: int) -> dict[str, Any]:
     """POST /v1/orders with nothing else running: no worker, no reads."""
     assert fs.worker is None
     cpu_before = fs.cpu()
     run = fs.wrk_start(
-        "post-alone", fs.orders("alone", fs.seed.first, HOT), seconds, ORDER_CONNECTIONS
+        "post-alone", fs.orders("alone", fs.seed.first, HOT), seconds, connections
     ).finish()
     cpu_after = fs.cpu()
     return {
@@ -401,7 +403,7 @@ def _post_alone(fs: _FlashStack, seconds: float) -> dict[str, Any]:
     }
 
 
-def _pgbench_references(fs: _FlashStack, seconds: float) -> dict[str, Any]:
+def _pgbench_references(fs: _FlashStack, seconds: float, row_clients: int) -> dict[str, Any]:
     """Postgres alone: (a) the product's statements per order, (b) a lean write of the same
     rows, both on REFERENCE_CLIENTS connections; and one transaction per order on one row, on as
     many connections as the sale places orders from."""
@@ -465,7 +467,7 @@ def _pgbench_references(fs: _FlashStack, seconds: float) -> dict[str, Any]:
                 program,
                 dsn,
                 script("row", pgbench.row_order_script()),
-                clients=ORDER_CONNECTIONS,
+                clients=row_clients,
                 seconds=seconds,
                 variables={"product": str(seed.row)},
                 postgres_pid=postgres_pid,
@@ -487,7 +489,10 @@ def run(stack: Stack, options: Options, results: Results) -> None:
     asyncio.run(settle(stack))
     seed = asyncio.run(_seed(stack.postgres.url))
     fs = _FlashStack(stack, seed)
-    figures: dict[str, Any] = {"goals": GOALS}
+    figures: dict[str, Any] = {
+        "goals": GOALS,
+        "order_connections": options.flash_order_connections,
+    }
     fs.start_worker()
     say(f"flash sale: before the sale, {options.flash_before_s:g} s of reads")
     figures["before"] = _before(fs, options.flash_before_s)
@@ -501,8 +506,9 @@ def run(stack: Stack, options: Options, results: Results) -> None:
         figures["open_loop"] = _open_loop(fs, capacity / 2, options.flash_reference_s)
     fs.stop_worker()
     say("flash sale: references (no worker): POST /v1/orders alone, pgbench")
-    figures["post_alone"] = _post_alone(fs, options.flash_reference_s)
-    figures["pgbench"] = _pgbench_references(fs, options.flash_reference_s)
+    connections = options.flash_order_connections
+    figures["post_alone"] = _post_alone(fs, options.flash_reference_s, connections)
+    figures["pgbench"] = _pgbench_references(fs, options.flash_reference_s, connections)
     # The references left orders pending with no worker to take them.
     asyncio.run(settle(stack))
     fs.api.stop()
