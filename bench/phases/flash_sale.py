@@ -105,7 +105,7 @@ async def _seed(dsn: str) -> FlashSeed:
 
 
 class _FlashStack:
-    """The processes of the phase and what the run directory's scripts are called."""
+    """The phase's API, worker and mail sink, and wrk pointed at them."""
 
     def __init__(self, stack: Stack, seed: FlashSeed) -> None:
         self.stack = stack
