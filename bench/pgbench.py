@@ -26,6 +26,7 @@ from bench.stack import BenchError, tree_cpu_seconds
 from shop.orders import repository as orders_repo
 from shop.orders.repository import KeyedOrder, PricedLine
 from shop.orders.schemas import Customer
+from shop.orders.service import total_cents
 
 # A random key per transaction: two alike in a run of 10^5 orders has odds of about 10^-9.
 _KEY = r"\set key random(1, 4611686018427387903)"
@@ -114,7 +115,7 @@ async def record_keyed_order(
         PricedLine(product_ids[0], 1, plan.prices[product_ids[0]][0]),
         PricedLine(product_ids[1], 2, plan.prices[product_ids[1]][0]),
     ]
-    total = sum(line.quantity * line.unit_price_cents for line in lines)
+    total = total_cents(lines)
     body = (
         f'{{"id":{plan.order_id},"status":"pending","customer":{{"email":'
         f'"c@pgbench.example.com","name":"Customer"}},"total_cents":{total},'

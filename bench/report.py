@@ -15,7 +15,6 @@ from bench.options import Options
 from bench.results import Results
 from bench.stack import Stack, run_quiet
 
-FINDINGS = Path(__file__).with_name("findings.md")
 PACKAGES = (
     "fastapi",
     "starlette",
@@ -265,8 +264,11 @@ def write_report(
     lines += _memory_section(results, charts)
     flash_sale_report.chart(out_dir, results.flash_sale)
     lines += flash_sale_report.section(results.flash_sale)
-    if FINDINGS.exists():
-        lines += ["", FINDINGS.read_text().rstrip(), ""]
+    lines += [
+        "",
+        "Why the system is built as it is, measured: [decision records](decisions/README.md).",
+        "",
+    ]
     report = out_dir / "performance.md"
     report.write_text("\n".join(lines) + "\n")
     raw = {"options": options.__dict__, "hello_rps": hello, **results.to_json()}

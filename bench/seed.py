@@ -13,6 +13,7 @@ from shop.jobs.relay import NOTIFY_CHANNEL
 from shop.orders import repository as orders_repo
 from shop.orders.repository import PricedLine
 from shop.orders.schemas import Customer
+from shop.orders.service import total_cents
 
 HOT_PRODUCTS = 100
 PLENTY = 1_000_000_000
@@ -100,7 +101,7 @@ async def insert_orders(
                 client_id=client_id,
                 customer=Customer(email=f"e2e{n}@{tag}.example.com", name=f"Customer {n}"),
                 lines=lines,
-                total_cents=sum(line.quantity * line.unit_price_cents for line in lines),
+                total_cents=total_cents(lines),
                 currency="EUR",
                 request_id=None,
             )

@@ -20,7 +20,8 @@ from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Stack, tree_rss_byte
 
 # One worker confirmed 200-300 orders/s in the queue phase, with the machine to itself; beside
 # an API serving reads flat out it kept up with 50/s (backlog 2-15) and not with 100/s
-# (bench/findings.md), so the queue phase's figure is no guide to what is sustainable here.
+# (docs/decisions/0026-paced-soak.md), so the queue phase's figure is no guide to what is
+# sustainable here.
 SOAK_DEFAULT_ORDER_RATE = 50.0
 
 
@@ -114,10 +115,9 @@ def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         drained_s = asyncio.run(wait_until(all_mailed, 120, "the soak's emails")) - load_stopped
     lines = [line for line in output.splitlines() if line.startswith("BENCH_JSON ")]
     summary = json.loads(lines[-1].removeprefix("BENCH_JSON ")) if lines else {}
-    # Warm-up: the first tenth of the soak (pools filled, caches and allocator arenas grown).
     # Warm-up: the first fifth. The worker's RSS grows for one to two minutes (pools, kept SMTP
-    # connections, allocator arenas) and is then flat (bench/findings.md), so a ten-minute soak
-    # judges the remaining eight.
+    # connections, allocator arenas) and is then flat (docs/decisions/0026-paced-soak.md), so a
+    # ten-minute soak judges the remaining eight.
     warm = next(s for s in samples if s["t_s"] >= options.soak_s / 5)
     end = samples[-1]
     results.memory = {
