@@ -214,6 +214,15 @@ class WebhookEventType(StrEnum):
     ORDER_CANCELLED = "order.cancelled"
 
 
+# The event that announces an order reaching each state.
+ORDER_EVENT_BY_STATUS = {
+    OrderStatus.PENDING: WebhookEventType.ORDER_CREATED,
+    OrderStatus.CONFIRMED: WebhookEventType.ORDER_CONFIRMED,
+    OrderStatus.REJECTED: WebhookEventType.ORDER_REJECTED,
+    OrderStatus.CANCELLED: WebhookEventType.ORDER_CANCELLED,
+}
+
+
 class WebhookDeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
