@@ -252,8 +252,8 @@ class AttemptRecord:
 # then failed for WEBHOOK_MAX_AGE_S at least.
 _RECORD_ATTEMPT = """
 WITH updated AS (
-    UPDATE webhook_deliveries SET attempts = attempts + 1, status = $3, next_attempt_at = $4,
-        finished_at = CASE WHEN $3 <> 'pending' THEN now() END
+    UPDATE webhook_deliveries SET attempts = attempts + 1, status = $3::varchar,
+        next_attempt_at = $4, finished_at = CASE WHEN $3::varchar <> 'pending' THEN now() END
     WHERE id = $1 AND attempts = $2 AND status = 'pending'
     RETURNING id, endpoint_id
 ), attempt AS (
@@ -263,7 +263,7 @@ WITH updated AS (
 ), disabled AS (
     UPDATE webhook_endpoints AS w SET disabled_at = now(), disabled_reason = $10
     FROM updated
-    WHERE w.id = updated.endpoint_id AND $3 = 'dead' AND $10::text IS NOT NULL
+    WHERE w.id = updated.endpoint_id AND $3::varchar = 'dead' AND $10::text IS NOT NULL
       AND w.disabled_at IS NULL
       AND NOT EXISTS (
           SELECT 1 FROM webhook_deliveries AS ok
@@ -308,15 +308,21 @@ class DueDelivery:
     request_id: str | None
 
 
-async def list_overdue(conn: asyncpg.Connection, overdue_s: float, limit: int) -> list[DueDelivery]:
-    """Pending deliveries due at least `overdue_s` ago: their job was lost (or never queued)."""
+async def list_overdue(
+    conn: asyncpg.Connection, overdue_s: float, limit: int, *, dead_job_prefix: str
+) -> list[DueDelivery]:
+    """Pending deliveries due at least `overdue_s` ago: their job was lost (or never queued).
+    Tries in the dead-job ledger (`dead_job_prefix` + id + ':' + try) are left to operators."""
     rows = await conn.fetch(
         "SELECT d.id, d.attempts, e.request_id FROM webhook_deliveries AS d"
         " JOIN webhook_events AS e ON e.id = d.event_id"
         " WHERE d.status = 'pending' AND d.next_attempt_at < now() - make_interval(secs => $1)"
+        " AND NOT EXISTS (SELECT 1 FROM dead_jobs AS j"
+        "   WHERE j.job_id = $3 || d.id || ':' || d.attempts AND j.redriven_at IS NULL)"
         " ORDER BY d.next_attempt_at LIMIT $2",
         overdue_s,
         limit,
+        dead_job_prefix,
     )
     return [DueDelivery(**row) for row in rows]
 

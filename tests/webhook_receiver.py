@@ -1,0 +1,101 @@
+"""A real HTTP server on loopback that webhooks are delivered to, whose answers a test sets."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from devstack.services import free_port
+
+
+@dataclass(frozen=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """Answers each POST with `status` and `body`; hangs without answering while `hanging`."""
+
+    port: int = field(default_factory=free_port)
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    hanging: bool = False
+    received: list[Received] = field(default_factory=list)
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.received.append(Received({k.decode(): v.decode() for k, v in scope["headers"]}, body))
+        if self.hanging:
+            await self._released.wait()
+            return
+        await self._answer(send)
+
+    async def _answer(self, send: Any) -> None:
+        headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+    async def start(self) -> None:
+        self._released = asyncio.Event()
+        config = uvicorn.Config(
+            self,
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        async with asyncio.timeout(10):
+            while not self._server.started:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Closes the listening socket: connections are refused until `start` again."""
+        if self._server is None or self._task is None:
+            return
+        self._released.set()
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._server = self._task = None
+
+    def release(self) -> None:
+        """Stops hanging: requests from now on are answered."""
+        self.hanging = False
+        self._released.set()
+
+    def ids(self) -> list[str]:
+        return [request.headers["webhook-id"] for request in self.received]
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(**options: Any) -> AsyncIterator[Receiver]:
+    receiver = Receiver(**options)
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
