@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # A delivery that is due this long without having been tried is handed to the queue again
     # (Redis lost it, or the retry could not be queued).
     webhook_redeliver_after_s: float = Field(default=60.0, gt=0)
+    # Events (and their deliveries' log) are kept this long, then purged by the worker's cron
+    # job; GET /v1/events reaches back this far. Keep it above WEBHOOK_MAX_AGE_S.
+    event_retention_s: int = Field(default=30 * 24 * 3600, ge=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -30,7 +30,7 @@ from worker.cron import purge_idempotency_keys
 from worker.monitor import WorkerMonitor, observed
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 from worker.webhooks import arq_timeout_s as webhook_arq_timeout_s
-from worker.webhooks import deliver_webhook, queue_overdue_webhooks
+from worker.webhooks import deliver_webhook, purge_webhook_events, queue_overdue_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +161,15 @@ class WorkerSettings:
             purge_idempotency_keys,
             name="purge_idempotency_keys",
             minute={7, 22, 37, 52},
+            second=0,
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
+        ),
+        cron(
+            purge_webhook_events,
+            name="purge_webhook_events",
+            minute={12, 42},
             second=0,
             timeout=arq_timeout_s(_settings),
             max_tries=1,

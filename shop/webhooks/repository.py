@@ -359,3 +359,114 @@ async def list_attempts(
         limit,
     )
     return [Attempt(**row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    public_id: str
+    client_id: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+_EVENT_COLUMNS = "id, public_id, client_id, type, data, created_at"
+
+
+async def get_event(
+    conn: asyncpg.Connection, public_id: str, client_id: int | None = None
+) -> StoredEvent | None:
+    """The event; with `client_id`, only if it is that client's."""
+    row = await conn.fetchrow(
+        f"SELECT {_EVENT_COLUMNS} FROM webhook_events"
+        " WHERE public_id = $1 AND ($2::bigint IS NULL OR client_id = $2)",
+        public_id,
+        client_id,
+    )
+    return None if row is None else StoredEvent(**row)
+
+
+async def list_events(
+    conn: asyncpg.Connection,
+    client_id: int,
+    *,
+    event_type: str | None,
+    after_id: int | None,
+    limit: int,
+) -> list[StoredEvent]:
+    """The client's events, oldest first, after the event `after_id` (the (client_id, id)
+    index serves every variant)."""
+    rows = await conn.fetch(
+        f"SELECT {_EVENT_COLUMNS} FROM webhook_events"
+        " WHERE client_id = $1 AND ($2::text IS NULL OR type = $2)"
+        " AND ($3::bigint IS NULL OR id > $3)"
+        " ORDER BY id LIMIT $4",
+        client_id,
+        event_type,
+        after_id,
+        limit,
+    )
+    return [StoredEvent(**row) for row in rows]
+
+
+_REDELIVER = f"""
+WITH new_event AS (
+    SELECT id, client_id, order_id, type, request_id FROM webhook_events WHERE id = $1
+), {FAN_OUT}
+SELECT count(*) FROM new_deliveries
+"""
+
+
+async def redeliver(conn: asyncpg.Connection, event_id: int) -> int:
+    """New deliveries of the event to its client's endpoints that take its type now, their
+    first tries in the outbox; how many."""
+    count: int = await conn.fetchval(_REDELIVER, event_id)
+    return count
+
+
+async def purge_events(conn: asyncpg.Connection, older_than_s: float, limit: int) -> int:
+    """Deletes up to `limit` events older than `older_than_s`, with their deliveries and
+    attempts (cascading); how many events."""
+    deleted: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM webhook_events WHERE id IN ("
+        " SELECT id FROM webhook_events WHERE created_at < now() - make_interval(secs => $1)"
+        " ORDER BY id LIMIT $2) RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        older_than_s,
+        limit,
+    )
+    return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSummary:
+    id: int
+    client_id: int
+    url: str
+    events: list[str]
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    pending: int
+    delivered: int
+    dead: int
+
+
+async def list_all_endpoints(
+    conn: asyncpg.Connection, client_id: int | None, limit: int
+) -> list[EndpointSummary]:
+    """Every client's endpoints (or one client's), with their deliveries counted by state."""
+    rows = await conn.fetch(
+        "SELECT w.id, w.client_id, w.url, w.events, w.created_at, w.disabled_at,"
+        " w.disabled_reason,"
+        " count(*) FILTER (WHERE d.status = 'pending') AS pending,"
+        " count(*) FILTER (WHERE d.status = 'delivered') AS delivered,"
+        " count(*) FILTER (WHERE d.status = 'dead') AS dead"
+        " FROM webhook_endpoints AS w LEFT JOIN webhook_deliveries AS d ON d.endpoint_id = w.id"
+        " WHERE $1::bigint IS NULL OR w.client_id = $1"
+        " GROUP BY w.id ORDER BY w.id LIMIT $2",
+        client_id,
+        limit,
+    )
+    return [EndpointSummary(**row) for row in rows]

@@ -101,3 +101,17 @@ class WebhookAttemptPublic(BaseModel):
 class WebhookAttemptPage(BaseModel):
     data: list[WebhookAttemptPublic]
     next_cursor: str | None
+
+
+class WebhookEventPage(BaseModel):
+    data: list[WebhookEvent]
+    has_more: Annotated[
+        bool, Field(description="More events follow: ask again with `after` = the last id")
+    ]
+
+
+class WebhookRedelivery(BaseModel):
+    event_id: str
+    deliveries: Annotated[
+        int, Field(description="Endpoints the event is on its way to, with its own webhook-id")
+    ]

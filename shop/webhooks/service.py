@@ -4,6 +4,7 @@ What an endpoint may be sent is in shop.webhooks.addresses, how it is sent in
 shop.webhooks.delivery; events are written by the changes they report (insert_order_events).
 """
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,8 @@ from shop.webhooks.schemas import (
     WebhookEndpointList,
     WebhookEndpointPublic,
     WebhookEvent,
+    WebhookEventPage,
+    WebhookRedelivery,
     WebhookSecretRotated,
 )
 
@@ -182,17 +185,85 @@ def render_order(data: dict[str, Any]) -> dict[str, Any]:
     return order.model_copy(update=times).model_dump(mode="json")
 
 
+def event_public(
+    public_id: str, event_type: str, created_at: datetime, data: dict[str, Any]
+) -> WebhookEvent:
+    return WebhookEvent(
+        id=public_id,
+        type=WebhookEventType(event_type),
+        timestamp=created_at.astimezone(UTC),
+        data=render_order(data),
+    )
+
+
 def render_event(
     public_id: str, event_type: str, created_at: datetime, data: dict[str, Any]
 ) -> bytes:
     """The body of every delivery of the event: the same bytes on every try."""
-    return (
-        WebhookEvent(
-            id=public_id,
-            type=WebhookEventType(event_type),
-            timestamp=created_at.astimezone(UTC),
-            data=render_order(data),
+    return event_public(public_id, event_type, created_at, data).model_dump_json().encode()
+
+
+async def list_events(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    client: Client,
+    *,
+    event_type: WebhookEventType | None,
+    after: str | None,
+    limit: int,
+) -> WebhookEventPage:
+    """The client's events, oldest first, after the event `after` (an id it was given)."""
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        after_id = None
+        if after is not None:
+            cursor = await webhooks_repo.get_event(conn, after, client.id)
+            if cursor is None:
+                raise InvalidRequest(
+                    f"There is no event {after} of yours; events are kept"
+                    f" {settings.event_retention_s} s.",
+                    errors=[{"loc": ["query", "after"], "msg": "unknown event", "type": "event"}],
+                )
+            after_id = cursor.id
+        events = await webhooks_repo.list_events(
+            conn,
+            client.id,
+            event_type=None if event_type is None else event_type.value,
+            after_id=after_id,
+            limit=limit + 1,
         )
-        .model_dump_json()
-        .encode()
+    return WebhookEventPage(
+        data=[
+            event_public(event.public_id, event.type, event.created_at, event.data)
+            for event in events[:limit]
+        ],
+        has_more=len(events) > limit,
     )
+
+
+async def redeliver_event(
+    pool: asyncpg.Pool, settings: Settings, client: Client | None, public_id: str
+) -> WebhookRedelivery:
+    """Sends the event again to the endpoints of its client that take its type now, each as a
+    new delivery with the event's own webhook-id; `client` None is an operator's call."""
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        event = await webhooks_repo.get_event(
+            conn, public_id, None if client is None else client.id
+        )
+        if event is None:
+            raise NotFound(f"There is no event {public_id}.")
+        deliveries = await webhooks_repo.redeliver(conn, event.id)
+    log.info("webhook_event_redelivered", event_id=public_id, deliveries=deliveries)
+    return WebhookRedelivery(event_id=public_id, deliveries=deliveries)
+
+
+async def purge_events(pool: asyncpg.Pool, settings: Settings, budget_s: float) -> int:
+    """Forgets events older than EVENT_RETENTION_S, a batch per statement, for `budget_s`."""
+    deadline = time.monotonic() + budget_s
+    purged = 0
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        while time.monotonic() < deadline:
+            batch = await webhooks_repo.purge_events(conn, settings.event_retention_s, 1_000)
+            purged += batch
+            if batch < 1_000:
+                break
+    return purged

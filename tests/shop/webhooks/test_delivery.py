@@ -493,3 +493,32 @@ async def test_a_try_that_redis_lost_is_queued_again_by_the_sweep(
     assert await pending_deliveries(db) == 0
     payload = json.loads(receiver.received[0].body)
     assert payload["type"] == "order.created"
+
+
+async def test_a_redelivered_event_is_sent_again_with_the_same_webhook_id(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    other_client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+) -> None:
+    product = await make_product(stock=5)
+    async with running_receiver() as receiver, pipeline(settings) as runner:
+        endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+        await place(hook_api, client_key, product.id)
+        await runner.run_until_idle()
+        (first,) = receiver.received
+        event_id = first.headers["webhook-id"]
+        path = f"/v1/events/{event_id}/redeliver"
+
+        redelivered = await hook_api.post(path, headers=bearer(client_key))
+        not_theirs = await hook_api.post(path, headers=bearer(other_client_key))
+        await runner.run_until_idle()
+
+    assert redelivered.status_code == 202, redelivered.text
+    assert redelivered.json() == {"event_id": event_id, "deliveries": 1}
+    assert not_theirs.status_code == 404
+    assert receiver.ids() == [event_id, event_id]
+    assert verified(endpoint["secret"], receiver.received[1]) == json.loads(first.body)
+    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert len({entry["delivery_id"] for entry in log}) == 2
