@@ -30,6 +30,7 @@ from kit.settings import Settings, get_settings
 from ops import queue as queue_inspect
 from ops import views as operations
 from ops.views import jsonable
+from ordersctl import webhooks
 from shop.clients import repository as clients_repo
 from shop.clients.service import create_client
 from shop.demo import seed_demo
@@ -40,6 +41,7 @@ T = TypeVar("T")
 app = typer.Typer(help="Operate the orders backend.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients and their keys.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
+app.add_typer(webhooks.app, name="webhooks")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -2,84 +2,29 @@
 (verified with the `standardwebhooks` package), retried with the same webhook-id until the
 receiver answers 2xx, capped per endpoint so that a hanging receiver does not hold up orders."""
 
-import asyncio
-import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from arq import Worker
-from arq.connections import ArqRedis, RedisSettings
-from arq.connections import create_pool as create_arq_pool
+from arq.connections import ArqRedis
 from standardwebhooks.webhooks import Webhook
 
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from shop.webhooks import delivery
 from shop.webhooks.delivery import Outcome
-from tests.app_fixtures import JobRunner, api_with, bearer, wait_for
-from tests.webhook_receiver import Receiver, running_receiver
-from worker.settings import create_worker_context
+from tests.app_fixtures import bearer, wait_for
+from tests.webhook_fixtures import Receiver, pipeline, running_receiver, running_worker
 from worker.webhooks import queue_overdue_webhooks
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 ALL_EVENTS = ["order.created", "order.confirmed", "order.rejected", "order.cancelled"]
-
-# Short enough for a test: retries within a second, a request given up after one.
-FAST = {
-    "webhook_allow_private_networks": True,
-    "webhook_retry_backoff_s": 0.1,
-    "webhook_retry_backoff_cap_s": 0.4,
-    "webhook_timeout_s": 1.0,
-    "webhook_connect_timeout_s": 0.5,
-}
-
-
-@pytest.fixture
-async def hook_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_with(settings, webhook_allow_private_networks=True) as client:
-        yield client
-
-
-@contextlib.asynccontextmanager
-async def pipeline(settings: Settings, **overrides: Any) -> AsyncIterator[JobRunner]:
-    """The relay and ARQ jobs of a worker whose settings are `FAST` and `overrides`."""
-    worker_settings = settings.model_copy(update={**FAST, **overrides})
-    context = await create_worker_context(worker_settings)
-    queue = await create_arq_pool(
-        RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
-        default_queue_name=settings.queue_name,
-    )
-    try:
-        yield JobRunner(worker_settings, context, queue)
-    finally:
-        await queue.aclose()
-        await context.webhooks.close()
-        await context.mailer.close()
-        await context.redis.aclose()
-        await context.pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running_worker(runner: JobRunner, **options: Any) -> AsyncIterator[Worker]:
-    """A worker and its outbox relay running in the background, as a worker process runs."""
-    worker = runner.worker(burst=False, **options)
-    relay = asyncio.create_task(runner.relay.run())
-    main = asyncio.create_task(worker.main())
-    try:
-        yield worker
-    finally:
-        for task in (main, relay):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await worker.close()
 
 
 async def register(

@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback that webhooks are delivered to, whose answers a test sets."""
+"""For webhook tests: a real HTTP server on loopback that webhooks are delivered to, whose
+answers a test sets; an API that allows loopback endpoints; a worker with short retries."""
 
 import asyncio
 import contextlib
@@ -6,9 +7,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
+from arq import Worker
+from arq.connections import RedisSettings
+from arq.connections import create_pool as create_arq_pool
 
 from devstack.services import free_port
+from kit.settings import Settings
+from tests.app_fixtures import JobRunner, api_with
+from worker.settings import create_worker_context
 
 
 @dataclass(frozen=True)
@@ -99,3 +108,54 @@ async def running_receiver(**options: Any) -> AsyncIterator[Receiver]:
         yield receiver
     finally:
         await receiver.stop()
+
+
+# Short enough for a test: retries within a second, a request given up after one.
+FAST = {
+    "webhook_allow_private_networks": True,
+    "webhook_retry_backoff_s": 0.1,
+    "webhook_retry_backoff_cap_s": 0.4,
+    "webhook_timeout_s": 1.0,
+    "webhook_connect_timeout_s": 0.5,
+}
+
+
+@pytest.fixture
+async def hook_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_with(settings, webhook_allow_private_networks=True) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def pipeline(settings: Settings, **overrides: Any) -> AsyncIterator[JobRunner]:
+    """The relay and ARQ jobs of a worker whose settings are `FAST` and `overrides`."""
+    worker_settings = settings.model_copy(update={**FAST, **overrides})
+    context = await create_worker_context(worker_settings)
+    queue = await create_arq_pool(
+        RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        default_queue_name=settings.queue_name,
+    )
+    try:
+        yield JobRunner(worker_settings, context, queue)
+    finally:
+        await queue.aclose()
+        await context.webhooks.close()
+        await context.mailer.close()
+        await context.redis.aclose()
+        await context.pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(runner: JobRunner, **options: Any) -> AsyncIterator[Worker]:
+    """A worker and its outbox relay running in the background, as a worker process runs."""
+    worker = runner.worker(burst=False, **options)
+    relay = asyncio.create_task(runner.relay.run())
+    main = asyncio.create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        for task in (main, relay):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await worker.close()
