@@ -54,8 +54,8 @@ class Receiver:
                 break
         self.received.append(Received({k.decode(): v.decode() for k, v in scope["headers"]}, body))
         if self.hanging:
+            # Until released; the answer then goes to a client that may have given up.
             await self._released.wait()
-            return
         await self._answer(send)
 
     async def _answer(self, send: Any) -> None:
