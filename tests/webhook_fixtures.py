@@ -35,6 +35,8 @@ class Receiver:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     hanging: bool = False
+    # A certificate and key (PEM files) to serve https with, instead of http.
+    tls: tuple[str, str] | None = None
     received: list[Received] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -42,6 +44,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/hooks"
         return f"http://127.0.0.1:{self.port}/hooks"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -74,6 +78,8 @@ class Receiver:
             access_log=False,
             ws="none",
             timeout_graceful_shutdown=1,
+            ssl_certfile=None if self.tls is None else self.tls[0],
+            ssl_keyfile=None if self.tls is None else self.tls[1],
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

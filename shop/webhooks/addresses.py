@@ -21,12 +21,12 @@ class DisallowedUrl(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a request for a URL goes: the checked address, and the URL's own host and port."""
+    """Where a request for a URL goes: the checked addresses, and the URL's own host and port."""
 
     url: SplitResult
     host: str
     port: int
-    address: str
+    addresses: list[str]
 
 
 def parse(url: str, *, allow_private: bool) -> SplitResult:
@@ -86,4 +86,4 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
                 f"the host {host} resolves to a private, loopback or link-local address"
                 f" ({private[0]})"
             )
-    return Target(url=parts, host=host, port=port, address=addresses[0])
+    return Target(url=parts, host=host, port=port, addresses=addresses)

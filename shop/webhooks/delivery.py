@@ -16,6 +16,7 @@ receiver that hangs holds only its share of the slots, and orders keep the rest.
 
 import asyncio
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -81,9 +82,11 @@ class Answer:
 class WebhookSender:
     """The worker process's HTTP client for webhooks, and its caps on requests in flight."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, verify: ssl.SSLContext | bool = True) -> None:
+        """`verify`: how servers' certificates are checked (the system's CAs by default)."""
         self._settings = settings
         self._client = httpx.AsyncClient(
+            verify=verify,
             follow_redirects=False,
             # Never a proxy from the environment: the request goes to the address checked.
             trust_env=False,
@@ -138,27 +141,44 @@ class WebhookSender:
                 target = await addresses.resolve(
                     url, allow_private=self._settings.webhook_allow_private_networks
                 )
-                address = f"[{target.address}]" if ":" in target.address else target.address
-                pinned = target.url._replace(netloc=f"{address}:{target.port}").geturl()
-                async with self._client.stream(
-                    "POST",
-                    pinned,
-                    content=body,
-                    headers={**headers, "host": target.url.netloc},
-                    extensions={"sni_hostname": target.host},
-                ) as response:
-                    kept = b""
-                    async for chunk in response.aiter_bytes():
-                        kept += chunk
-                        if len(kept) >= KEPT_ANSWER_BYTES:
-                            break
-                    return answer(response.status_code, None, kept[:KEPT_ANSWER_BYTES])
+                # Each checked address in turn, as a client does with a name's addresses,
+                # until one takes the connection.
+                for n, address in enumerate(target.addresses, 1):
+                    try:
+                        status_code, kept = await self._send(target, address, headers, body)
+                    except httpx.ConnectError:
+                        if n == len(target.addresses):
+                            raise
+                        continue
+                    return answer(status_code, None, kept)
+                raise AssertionError("resolve() returns at least one address")
         except addresses.DisallowedUrl as exc:
             return answer(None, f"not sent: {exc}", None)
         except (TimeoutError, httpx.TimeoutException):
             return answer(None, f"no answer within {timeout_s:g} s", None)
         except httpx.HTTPError as exc:
             return answer(None, f"{type(exc).__name__}: {exc}", None)
+
+    async def _send(
+        self, target: addresses.Target, address: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """The status code and the first KEPT_ANSWER_BYTES of the answer, from `address`,
+        with the URL's host as the Host header and as the TLS server name (SNI, certificate)."""
+        host = f"[{address}]" if ":" in address else address
+        pinned = target.url._replace(netloc=f"{host}:{target.port}").geturl()
+        async with self._client.stream(
+            "POST",
+            pinned,
+            content=body,
+            headers={**headers, "host": target.url.netloc},
+            extensions={"sni_hostname": target.host},
+        ) as response:
+            kept = b""
+            async for chunk in response.aiter_bytes():
+                kept += chunk
+                if len(kept) >= KEPT_ANSWER_BYTES:
+                    break
+            return response.status_code, kept[:KEPT_ANSWER_BYTES]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -4,6 +4,8 @@ receiver answers 2xx, capped per endpoint so that a hanging receiver does not ho
 
 import itertools
 import json
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -18,7 +20,7 @@ from standardwebhooks.webhooks import Webhook
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from shop.webhooks import delivery
-from shop.webhooks.delivery import Outcome
+from shop.webhooks.delivery import Outcome, WebhookSender
 from tests.app_fixtures import bearer, wait_for
 from tests.webhook_fixtures import Receiver, pipeline, running_receiver, running_worker
 from worker.webhooks import queue_overdue_webhooks
@@ -475,3 +477,71 @@ async def test_a_redelivered_event_is_sent_again_with_the_same_webhook_id(
     assert verified(endpoint["secret"], receiver.received[1]) == json.loads(first.body)
     log = await attempts(hook_api, client_key, endpoint["id"])
     assert len({entry["delivery_id"] for entry in log}) == 2
+
+
+@pytest.fixture(scope="module")
+def localhost_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for `localhost` (PEM certificate and key files)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_https_goes_to_the_checked_address_with_the_urls_host_for_tls_and_host(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    localhost_certificate: tuple[str, str],
+) -> None:
+    product = await make_product(stock=5)
+    trusted = ssl.create_default_context(cafile=localhost_certificate[0])
+    async with (
+        running_receiver(tls=localhost_certificate) as receiver,
+        pipeline(settings) as runner,
+    ):
+        sender = WebhookSender(runner.context.settings, verify=trusted)
+        untrusting = WebhookSender(runner.context.settings)
+        await register(hook_api, client_key, receiver.url, ["order.created"])
+        await place(hook_api, client_key, product.id)
+        context = runner.context
+        delivery_id = await context.pool.fetchval("SELECT id FROM webhook_deliveries")
+        try:
+            refused = await delivery.deliver(
+                context.pool, context.settings, untrusting, delivery_id, 0
+            )
+            accepted = await delivery.deliver(
+                context.pool, context.settings, sender, delivery_id, 1
+            )
+        finally:
+            await sender.close()
+            await untrusting.close()
+
+    # localhost was resolved and checked, the request went to its address, and the certificate
+    # was checked against the name in the URL (not the address), sent as SNI and Host.
+    assert refused.outcome is Outcome.RETRYING
+    assert accepted.outcome is Outcome.DELIVERED
+    assert len(receiver.received) == 1
+    assert receiver.received[0].headers["host"] == f"localhost:{receiver.port}"
