@@ -4,7 +4,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, field_validator
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     webhook_retry_backoff_s: float = Field(default=5.0, gt=0)
     webhook_retry_backoff_cap_s: float = Field(default=3 * 3600, gt=0)
     webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
-    # The whole request, from connecting to the last byte of the answer kept.
+    # The whole request, from connecting to the last byte of the answer kept. Above
+    # JOB_TIMEOUT_S it lengthens ARQ's in-progress lock, so how long a killed worker's jobs wait.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     # Deliveries in flight per endpoint, and all together, in each worker process: a job over
     # either cap gives its slot back at once and runs again later, so a hanging receiver holds
@@ -121,6 +122,13 @@ class Settings(BaseSettings):
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
             raise ValueError("SMTP_URL must look like smtp://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _events_outlive_their_deliveries(self) -> "Settings":
+        # A delivery still being retried needs its event.
+        if self.event_retention_s < self.webhook_max_age_s:
+            raise ValueError("EVENT_RETENTION_S must be at least WEBHOOK_MAX_AGE_S")
+        return self
 
     @property
     def smtp_host(self) -> str:

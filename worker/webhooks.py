@@ -5,6 +5,8 @@ retries for days (WEBHOOK_MAX_AGE_S), each try a job of its own, where an order 
 times within a minute.
 """
 
+import asyncio
+import math
 import traceback
 from typing import Any
 
@@ -19,6 +21,7 @@ from shop.jobs.names import JobName
 from shop.webhooks import delivery
 from shop.webhooks import service as webhooks_service
 from shop.webhooks.delivery import Outcome
+from worker import tasks
 from worker.context import WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -28,13 +31,21 @@ _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     *UNAVAILABLE_ERRORS,
     *CONTENTION_ERRORS,
 )
-# What a try may take beyond its request: reading and recording the delivery.
-_ARQ_TIMEOUT_MARGIN_S = 10
+# A try ends itself this long before ARQ's timeout would (then ARQ would fail it without a retry).
+_OWN_BOUND_MARGIN_S = 2
 
 
 def arq_timeout_s(settings: Settings) -> int:
-    """ARQ's backstop for a try: the request's own limit comes first."""
-    return round(settings.webhook_timeout_s) + settings.job_timeout_s + _ARQ_TIMEOUT_MARGIN_S
+    """ARQ's backstop for a try, which the try's own bound always beats.
+
+    No longer than the order jobs' unless WEBHOOK_TIMEOUT_S needs it: ARQ holds every job's
+    in-progress lock for the longest timeout of any function plus 10 s, and that is how long
+    the jobs of a killed worker wait before they run again (24 s by default).
+    """
+    return max(
+        tasks.arq_timeout_s(settings),
+        math.ceil(settings.webhook_timeout_s) + tasks.ARQ_TIMEOUT_MARGIN_S,
+    )
 
 
 async def deliver_webhook(
@@ -50,11 +61,13 @@ async def deliver_webhook(
         request_id=request_id,
     ):
         try:
-            result = await delivery.deliver(
-                worker.pool, settings, worker.webhooks, delivery_id, attempt
-            )
+            async with asyncio.timeout(arq_timeout_s(settings) - _OWN_BOUND_MARGIN_S):
+                result = await delivery.deliver(
+                    worker.pool, settings, worker.webhooks, delivery_id, attempt
+                )
         except _TRANSIENT_ERRORS as exc:
-            # Postgres, not the receiver: the same try again, not counted as one.
+            # Postgres (or the try ran out of time), not the receiver: the same try again, not
+            # counted as one; the receiver may get it twice, as at least once allows.
             delay_s = delivery.retry_delay_s(settings, ctx.get("job_try", 1))
             log.warning("webhook_try_retrying", error=repr(exc), retry_in_s=round(delay_s, 2))
             raise Retry(defer=delay_s) from exc

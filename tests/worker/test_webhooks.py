@@ -10,27 +10,33 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
 from tests.processes import WorkerProcess
 from tests.webhook_fixtures import Receiver, running_receiver
+from worker import tasks
+from worker.settings import WorkerSettings
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 SpawnWorker = Callable[..., WorkerProcess]
 
-pytestmark = pytest.mark.slow
 
-# ARQ runs the job of a dead worker again once its in-progress lock expires: the job's ARQ
-# timeout (WEBHOOK_TIMEOUT_S + JOB_TIMEOUT_S + 10 s, 22 s here) plus 10 s after it started.
+# ARQ runs the job of a dead worker again once its in-progress lock expires: the longest ARQ
+# timeout of any job (14 s by default) plus 10 s after it started.
 WORKER_ENV = {
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-    "WEBHOOK_TIMEOUT_S": "10",
-    "JOB_TIMEOUT_S": "2",
     "WEBHOOK_RETRY_BACKOFF_S": "0.2",
     "LOG_LEVEL": "WARNING",
 }
 
 
+def test_webhook_tries_do_not_make_a_killed_workers_jobs_wait_longer(settings: Settings) -> None:
+    timeouts = [function.timeout_s for function in WorkerSettings.functions]
+    assert max(timeouts) == tasks.arq_timeout_s(settings)
+
+
+@pytest.mark.slow
 async def test_a_worker_killed_mid_delivery_is_replaced_and_the_event_delivered(
     hook_api: httpx.AsyncClient,
     client_key: str,
