@@ -13,15 +13,13 @@ RUN groupadd --system app \
 WORKDIR /app
 
 # Dependencies first, in their own layer, so that a change to the code alone does not
-# reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# reinstall them: the runtime lock, the versions (and hashes) the tests ran with (`make lock`).
+COPY requirements-runtime.lock ./
+RUN pip install --require-hashes -r requirements-runtime.lock
 
 COPY . .
 RUN pip install --no-deps . \
+    && pip check \
     && python -c "import api.main, worker, kit.settings"
 
 USER app

@@ -3,8 +3,8 @@
 `GET /v1/products/{id}` is the busiest request a storefront makes, and once the product is in
 this process's catalogue tier the answer is bytes in a dict. FastAPI would still route it, solve
 its dependencies and build a response object around those bytes, at several times the cost of the
-lookup itself (docs/performance.md). This layer serves the request only when every step is
-already decided in memory, and hands everything else to FastAPI unchanged:
+lookup itself (docs/decisions/0007-cached-reads-before-routing.md). This layer serves the request
+only when every step is already decided in memory, and hands everything else to FastAPI unchanged:
 
 - the method is GET and the path is exactly a product's;
 - the bearer key is in the authenticator's cache as a valid key (an unknown, expired or revoked

@@ -16,6 +16,7 @@ from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
 from shop.clients.auth import Authenticator, Client
 from shop.jobs.relay import RelayWaker
+from shop.orders.group_commit import OrderGroupCommit
 from shop.orders.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
 
 
@@ -30,17 +31,20 @@ class AppState:
     authenticator: Authenticator
     rate_limiter: RateLimiter
     relay_waker: RelayWaker
+    order_writes: OrderGroupCommit
 
 
 # Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def`
-# dependency in the threadpool, a thread hand-off on every request (docs/performance.md).
+# dependency in the threadpool, a thread hand-off on every request
+# (docs/decisions/0002-async-dependencies.md).
 async def get_state(request: Request) -> AppState:
     return app_state(request)
 
 
 def app_state(request: HTTPConnection) -> AppState:
     """StateDep without a dependency node, for the hottest routes: FastAPI spends ~8 µs of CPU
-    per request on each node it resolves, even one this trivial (bench/findings.md)."""
+    per request on each node it resolves, even one this trivial
+    (docs/decisions/0003-few-dependency-nodes.md)."""
     state: AppState = request.app.state.orders
     return state
 
@@ -53,7 +57,8 @@ class ApiKeyBearer(HTTPBearer):
 
     The security scheme authenticates as well, rather than being a dependency of one that does:
     FastAPI's per-request cost grows with every dependency node, and this is on every v1
-    request (docs/performance.md). OpenAPI still documents it as the `HTTPBearer` scheme.
+    request (docs/decisions/0003-few-dependency-nodes.md). OpenAPI still documents it as the
+    `HTTPBearer` scheme.
     """
 
     # The client rather than HTTPBearer's credentials: FastAPI hands routes what this returns.

@@ -6,8 +6,10 @@ import secrets
 import time
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import problem
 from kit.metrics import REQUEST_DURATION
 
 log = structlog.get_logger("api.requests")
@@ -95,7 +97,7 @@ class BodySizeLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
-                    await _too_large(send, self.max_bytes)
+                    await _too_large(scope, receive, send, self.max_bytes)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -108,7 +110,7 @@ class BodySizeLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _too_large(send, self.max_bytes)
+                await _too_large(scope, receive, send, self.max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -125,20 +127,13 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, max_bytes: int) -> None:
-    body = (
-        b'{"type":"about:blank","title":"Content too large","status":413,'
-        b'"detail":"The request body is larger than ' + str(max_bytes).encode() + b' bytes."}'
+async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    # Through the one problem+json renderer, so that it carries `instance` like every error.
+    response = problem(
+        Request(scope),
+        413,
+        "Content too large",
+        f"The request body is larger than {max_bytes} bytes.",
+        headers={"Connection": "close"},
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await response(scope, receive, send)

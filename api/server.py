@@ -25,7 +25,7 @@ GRANIAN_FLAGS = (
     # No WebSocket routes: upgrade requests are answered as plain HTTP.
     "--no-ws",
     # Off by default too; said out loud because X-Process-Time, X-Request-ID and the
-    # slow-request log replace it (README, "Deployment").
+    # slow-request log replace it (docs/deployment.md).
     "--no-access-log",
     # uvicorn's default; Granian's is 1024.
     "--backlog=2048",

@@ -42,7 +42,8 @@ class Delivery:
     def message(self) -> EmailMessage:
         # Parsed when first asked for, not as it arrives: parsing every header with
         # email.policy.default cost the sink more CPU than the SMTP conversation, on the cores
-        # the worker it serves runs on (bench/findings.md), and mostly nobody asks.
+        # the worker it serves runs on (docs/decisions/0022-mail-sink-without-fsync.md), and
+        # mostly nobody asks.
         return BytesParser(_class=EmailMessage, policy=email.policy.default).parsebytes(
             self.content
         )

@@ -9,8 +9,9 @@ def freeze_startup_heap() -> int:
     The modules, the app, its routes and the pydantic schemas are some 130,000 objects that live
     as long as the process, and every full (generation 2) collection walked all of them: under
     load that was a 76-114 ms pause about once a second, every request in flight waiting it out.
-    Frozen, they are never scanned again and the pause is 3-6 ms (docs/performance.md). They are
-    still freed by reference counting if they ever die; only cycles among them would be kept.
+    Frozen, they are never scanned again and the pause is 3-6 ms
+    (docs/decisions/0010-gc-freeze.md). They are still freed by reference counting if they ever
+    die; only cycles among them would be kept.
     Returns how many objects are frozen.
     """
     gc.collect()

@@ -14,8 +14,9 @@ def create_redis(settings: Settings) -> "Redis":
     # A BlockingConnectionPool rather than redis-py's default pool. The default (redis-py 5)
     # holds one asyncio.Lock across each command's connection check, so N commands issued
     # together take turns, one event-loop turn each: under load a burst of cache misses waited
-    # tens of milliseconds for the lock (cached-read p99 115 ms; docs/performance.md). The
-    # blocking pool checks connections outside its lock, and bounds how many this process opens.
+    # tens of milliseconds for the lock (cached-read p99 115 ms;
+    # docs/decisions/0008-blocking-redis-pool.md). The blocking pool checks connections outside
+    # its lock, and bounds how many this process opens.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
         max_connections=settings.redis_pool_max_size,

@@ -98,7 +98,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # No foreign keys to clients or products: each would lock the referenced row until the order
-    # commits (docs/decisions/0014-no-foreign-keys-from-orders.md).
+    # commits (docs/decisions/0029-no-foreign-keys-from-orders.md).
     client_id: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.PENDING.value)
     customer_email: Mapped[str] = mapped_column(String(320))
@@ -158,8 +158,8 @@ class OutboxEntry(Base):
 class DeadJob(Base):
     """A job that will not be retried again: tries exhausted, or failed permanently.
 
-    ARQ keeps no record of failed jobs beyond `keep_result`; this ledger keeps every one until an
-    operator re-drives it, so nothing fails silently.
+    ARQ keeps no record of failed jobs beyond `keep_result`; this table keeps every one until an
+    operator retries it, so nothing fails silently. `redriven_*` say when and as which job.
     """
 
     __tablename__ = "dead_jobs"

@@ -2,7 +2,7 @@
 
 Each job takes ids, reloads state and does nothing if its work is done. Transient failures
 (a dependency down or slow) are retried with exponential backoff and jitter; anything else fails
-the job at once. Every job that will not run again is recorded in the dead-job ledger.
+the job at once. Every job that will not run again is recorded as a dead job.
 """
 
 import asyncio
@@ -92,10 +92,10 @@ def _job(name: JobName, function: JobFunction[R]) -> Callable[..., Coroutine[Any
     """Binds the job's ids to the log context, bounds its run time, and sorts its failures.
 
     Transient failures are retried with backoff until `JOB_MAX_TRIES`; then, like permanent
-    failures and bugs, the job goes to the dead-job ledger. A job that starts with its tries
-    already spent (its worker died, or was killed, on the last one) goes to the ledger without
-    running. When the ledger cannot be written (Postgres is down) the job is retried instead, so
-    it is recorded once Postgres is back rather than forgotten.
+    failures and bugs, the job is recorded as dead. A job that starts with its tries already
+    spent (its worker died, or was killed, on the last one) is recorded as dead without running.
+    When it cannot be recorded (Postgres is down) the job is retried instead, so it is recorded
+    once Postgres is back rather than forgotten.
     """
 
     @wraps(function)
@@ -163,7 +163,7 @@ async def _record_dead(
     error: str,
     exc: BaseException | None = None,
 ) -> None:
-    """Records the job in the dead-job ledger, or raises Retry when the ledger is unreachable."""
+    """Records the job as dead, or raises Retry when Postgres cannot record it."""
     worker: WorkerContext = ctx["worker"]
     job_try: int = ctx.get("job_try", 1)
     trace = "".join(traceback.format_exception(exc)) if exc is not None else None
@@ -196,7 +196,8 @@ async def reserve_inventory(worker: WorkerContext, order_id: int, request_id: st
     )
     if status is OrderStatus.CONFIRMED:
         # The confirmation job is in the outbox, announced by no NOTIFY: a NOTIFY serialises
-        # every committing transaction that sends one (bench/findings.md).
+        # every committing transaction that sends one
+        # (docs/decisions/0018-reservation-in-one-statement.md).
         worker.outbox_written()
     log.info(
         "inventory_reserved" if status == "confirmed" else "inventory_not_reserved",

@@ -5,7 +5,7 @@ its commit: in a flash sale that is every order of one storefront on the same cl
 product rows, which Postgres then shares through multixacts, while the reservations update the
 same product rows. Clients and products are never deleted (a client is revoked, a product runs
 out of stock); the API reads every product of an order, for its price, before writing it.
-docs/decisions/0014-no-foreign-keys-from-orders.md
+docs/decisions/0029-no-foreign-keys-from-orders.md
 
 Revision ID: 3c1e7a52b9d4
 Revises: df4e8d62fd01

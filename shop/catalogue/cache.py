@@ -57,8 +57,8 @@ class ProductCache:
     """Two tiers: an optional in-process tier in front of the Redis tier described above.
 
     The in-process tier ("local") saves the Redis round trip that dominates a cached read
-    (docs/performance.md). It keeps the same guarantee, a read that starts after a write's
-    response was sent never shows the old value, in any process:
+    (docs/decisions/0004-in-process-cache-tier.md). It keeps the same guarantee, a read that
+    starts after a write's response was sent never shows the old value, in any process:
 
     - The writing process drops its own local entries synchronously, after the commit.
     - Every process that keeps local entries subscribes to INVALIDATION_CHANNEL. A writer
@@ -77,15 +77,16 @@ class ProductCache:
     background (one reload per entry at a time) while readers are still served the entry, which
     is current until it expires. A product read all the time therefore never misses here; without
     it every hot product expired every `local_ttl_s` and its readers queued for Redis together
-    (cached-read p99 ~100 ms against 12 ms with no expiry; docs/performance.md). The reload is a
-    reader like any other, with its own ticket, so the guarantee above is unchanged.
+    (cached-read p99 ~100 ms against 12 ms with no expiry; docs/decisions/0009-refresh-ahead.md).
+    The reload is a reader like any other, with its own ticket, so the guarantee above is
+    unchanged.
 
     Stock moved by an order (`stock_taken`) is the exception: a product being sold changes with
     every order, and dropping it from every process each time would leave its readers nothing to
     hit. The Redis tier is refreshed at once and the other processes' local entries are left to
     expire, within `local_ttl_s`, reloaded ahead like any other: the stock a product read shows
     lags the orders by at most `local_ttl_s`, and the reservation stays the authority on whether
-    an order fits (docs/decisions/0013-stock-lags-orders-by-the-local-ttl.md).
+    an order fits (docs/decisions/0028-stock-lags-orders-by-the-local-ttl.md).
     """
 
     def __init__(self, redis: Redis, ttl_s: int, local_ttl_s: float = 0.0) -> None:

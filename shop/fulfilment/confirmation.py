@@ -15,7 +15,8 @@ class SentConfirmations:
     """Notes sent confirmations in Postgres: one statement and one commit for those sent together.
 
     Concurrent confirmation jobs finish their sends close together; each waited for a commit of
-    its own, and a commit is a WAL flush in Postgres on the same two cores (bench/findings.md).
+    its own, and a commit is a WAL flush in Postgres on the same two cores
+    (docs/decisions/0024-confirmations-recorded-in-one-statement.md).
     """
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:

@@ -128,7 +128,7 @@ class Mailer:
         self._password = unquote(parts.password) if parts.password else None
         self._timeout_s = settings.smtp_timeout_s
         # Our EHLO name, looked up once: left to aiosmtplib it is socket.getfqdn() in a thread
-        # for every connection (docs/performance.md).
+        # for every connection (docs/decisions/0017-kept-smtp-connections.md).
         self._local_hostname = socket.getfqdn()
         self._slots = asyncio.Semaphore(settings.smtp_max_connections)
         # Idle connections and when each was last used; the most recently used is taken first.

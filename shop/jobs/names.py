@@ -5,6 +5,7 @@ the same job to the queue twice (an outbox re-delivery) is deduplicated by ARQ.
 """
 
 from enum import StrEnum
+from typing import Any
 
 
 class JobName(StrEnum):
@@ -21,3 +22,9 @@ def job_id_prefix(function: JobName) -> str:
 
 def job_id_for(function: JobName, order_id: int) -> str:
     return f"{job_id_prefix(function)}{order_id}"
+
+
+def order_id_of(args: list[Any]) -> int | None:
+    """The order a job works on: jobs take the order id first."""
+    first = args[0] if args else None
+    return first if isinstance(first, int) and not isinstance(first, bool) else None

@@ -54,10 +54,11 @@ class RelayWaker:
     Not a NOTIFY inside the committing transaction: Postgres serialises every committing
     transaction that notified, through a database-wide lock held until its commit record is
     flushed, so they cannot share a WAL flush. Measured on 64 connections inserting outbox rows:
-    4,200 commits/s with the NOTIFY inside, 9,500/s without (docs/performance.md). Writers call
-    `poke()` after their commit instead; one NOTIFY at a time is in flight, in a transaction
-    that writes nothing, and pokes that arrive meanwhile share the next one. A notification
-    lost (to a crash, or Postgres down) delays delivery until the relays' next sweep.
+    4,200 commits/s with the NOTIFY inside, 9,500/s without
+    (docs/decisions/0005-notify-after-commit.md). Writers call `poke()` after their commit
+    instead; one NOTIFY at a time is in flight, in a transaction that writes nothing, and pokes
+    that arrive meanwhile share the next one. A notification lost (to a crash, or Postgres down)
+    delays delivery until the relays' next sweep.
     """
 
     def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:

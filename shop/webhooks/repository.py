@@ -78,6 +78,19 @@ ORDER_CREATED = f"""new_event AS (
 ), {FAN_OUT}"""
 
 
+# The order.created events of the orders an Idempotency-Key statement inserts (`locked`, one row
+# per order written: shop.orders.repository), and their deliveries. Their data is the response
+# each request stores and answers, which is the order as GET /v1/orders/{id} answers it.
+KEYED_ORDERS_CREATED = f"""new_event AS (
+    INSERT INTO webhook_events (public_id, client_id, order_id, type, request_id, data)
+    SELECT {_public_id_sql()}, locked.client_id, locked.order_id,
+           '{WebhookEventType.ORDER_CREATED.value}', locked.request_id,
+           convert_from(locked.response_body, 'UTF8')::jsonb
+    FROM locked
+    RETURNING id, client_id, order_id, type, request_id
+), {FAN_OUT}"""
+
+
 # The order as GET /v1/orders/{id} shows it (shop.orders.repository), built by Postgres from the
 # rows as this transaction sees them; shop.webhooks.service.render_order gives it the API's form.
 _ORDER_JSON = """jsonb_build_object(

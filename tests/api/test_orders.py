@@ -174,6 +174,16 @@ async def test_malformed_json_is_a_400_problem(
     assert (await count_rows(db))["orders"] == 0
 
 
+# Like every other error: the one problem+json renderer, `instance` included.
+TOO_LARGE = {
+    "type": "about:blank",
+    "title": "Content too large",
+    "status": 413,
+    "detail": "The request body is larger than 65536 bytes.",
+    "instance": "/v1/orders",
+}
+
+
 async def test_an_oversized_body_is_refused_with_413(
     api: httpx.AsyncClient, client_key: str, db: asyncpg.Pool
 ) -> None:
@@ -187,6 +197,7 @@ async def test_an_oversized_body_is_refused_with_413(
 
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == TOO_LARGE
     assert (await count_rows(db))["orders"] == 0
 
 
@@ -204,6 +215,8 @@ async def test_an_oversized_chunked_body_is_refused_with_413(
     )
 
     assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == TOO_LARGE
 
 
 @pytest.mark.parametrize(

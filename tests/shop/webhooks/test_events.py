@@ -1,6 +1,7 @@
 """Order events: each written in the transaction of the change it reports, with the order as
 GET /v1/orders/{id} answers it then; no change without its event, no event without its change."""
 
+import asyncio
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -197,3 +198,18 @@ async def test_a_cancel_that_rolls_back_leaves_no_event(
     order = await api.get(f"/v1/orders/{order_id}", headers=bearer(client_key))
     assert order.json()["status"] == "pending"
     assert [event["type"] for event in await events_of(db, order_id)] == ["order.created"]
+
+
+async def test_keyed_orders_written_together_each_get_their_own_order_created(
+    api: httpx.AsyncClient, client_key: str, make_product: MakeProduct, db: asyncpg.Pool
+) -> None:
+    product = await make_product(stock=50)
+    # Placed at once, they share the group commit's statements (shop.orders.group_commit).
+    responses = await asyncio.gather(
+        *(place(api, client_key, product.id, **{"Idempotency-Key": f"k-{n}"}) for n in range(8))
+    )
+
+    for response in responses:
+        events = await events_of(db, response.json()["id"])
+        assert [event["type"] for event in events] == ["order.created"]
+        assert render_order(events[0]["data"]) == response.json()
