@@ -335,8 +335,8 @@ async def record_dead_job(
     tries: int,
     enqueued_at: datetime | None,
 ) -> None:
-    """A try that failed with a bug rather than an answer: into the dead-job ledger, where the
-    sweep leaves it to operators (`ordersctl dead-jobs`)."""
+    """A try that failed with a bug rather than an answer, recorded as a dead job: the sweep
+    leaves it to operators (`ordersctl jobs --status dead`, `ordersctl retry JOB_ID`)."""
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
         await dead_jobs_repo.insert(
             conn,

@@ -325,7 +325,7 @@ async def list_overdue(
     conn: asyncpg.Connection, overdue_s: float, limit: int, *, dead_job_prefix: str
 ) -> list[DueDelivery]:
     """Pending deliveries due at least `overdue_s` ago: their job was lost (or never queued).
-    Tries in the dead-job ledger (`dead_job_prefix` + id + ':' + try) are left to operators."""
+    Tries recorded as dead jobs (`dead_job_prefix` + id + ':' + try) are left to operators."""
     rows = await conn.fetch(
         "SELECT d.id, d.attempts, e.request_id FROM webhook_deliveries AS d"
         " JOIN webhook_events AS e ON e.id = d.event_id"
