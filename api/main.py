@@ -15,7 +15,7 @@ from api.deps import AppState
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
-from api.routes import health, metrics, orders, products
+from api.routes import events, health, metrics, orders, products, webhooks
 from kit.db import create_pool
 from kit.heap import freeze_startup_heap
 from kit.logging import configure_logging
@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(orders.router)
     app.include_router(products.router)
+    app.include_router(webhooks.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer and

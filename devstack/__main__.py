@@ -240,6 +240,8 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> None:
     data_root: Path = args.data_dir.absolute()
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
+    # Webhooks to a receiver on this machine (http://127.0.0.1:...), as development needs.
+    env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
     _require_free(args.api_port, "the API", "choose another with --api-port")
     watched = _start_services(stack, data_root, env)
 

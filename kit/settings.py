@@ -4,7 +4,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, field_validator
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,30 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
 
+    # Webhooks (docs/webhooks.md). `true` allows plain http and private, loopback and link-local
+    # addresses (development and tests; `make run` sets it); never in production.
+    webhook_allow_private_networks: bool = False
+    # A delivery is retried with exponential backoff and jitter (as JOB_RETRY_BACKOFF_S is) for
+    # this long after its event, then recorded dead.
+    webhook_max_age_s: float = Field(default=3 * 24 * 3600, gt=0)
+    webhook_retry_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_retry_backoff_cap_s: float = Field(default=3 * 3600, gt=0)
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    # The whole request, from connecting to the last byte of the answer kept. Above
+    # JOB_TIMEOUT_S it lengthens ARQ's in-progress lock, so how long a killed worker's jobs wait.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Deliveries in flight per endpoint, and all together, in each worker process: a job over
+    # either cap gives its slot back at once and runs again later, so a hanging receiver holds
+    # at most this many of the worker's WORKER_MAX_JOBS slots.
+    webhook_max_in_flight_per_endpoint: int = Field(default=2, ge=1)
+    webhook_max_in_flight: int = Field(default=8, ge=1)
+    # A delivery that is due this long without having been tried is handed to the queue again
+    # (Redis lost it, or the retry could not be queued).
+    webhook_redeliver_after_s: float = Field(default=60.0, gt=0)
+    # Events (and their deliveries' log) are kept this long, then purged by the worker's cron
+    # job; GET /v1/events reaches back this far. Keep it above WEBHOOK_MAX_AGE_S.
+    event_retention_s: int = Field(default=30 * 24 * 3600, ge=3600)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -98,6 +122,13 @@ class Settings(BaseSettings):
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
             raise ValueError("SMTP_URL must look like smtp://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _events_outlive_their_deliveries(self) -> "Settings":
+        # A delivery still being retried needs its event.
+        if self.event_retention_s < self.webhook_max_age_s:
+            raise ValueError("EVENT_RETENTION_S must be at least WEBHOOK_MAX_AGE_S")
+        return self
 
     @property
     def smtp_host(self) -> str:

@@ -10,6 +10,7 @@ Exit codes of `queue` and `health` follow the Nagios convention (`ops.health.Lev
 import typer
 
 from ordersctl.commands import clients, demo, health, jobs, orders, outbox, queue, top, workers
+from ordersctl.commands import webhooks as webhook_commands
 
 app = typer.Typer(help="Operate the orders backend.", no_args_is_help=True)
 
@@ -27,3 +28,4 @@ app.command("health")(health.health_command)
 app.command("top")(top.top_command)
 app.command("demo-seed")(demo.demo_seed_command)
 app.add_typer(clients.app, name="clients")
+app.add_typer(webhook_commands.app, name="webhooks")

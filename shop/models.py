@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -205,3 +205,127 @@ class IdempotencyKey(Base):
     response_body: Mapped[bytes]
     response_location: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookEventType(StrEnum):
+    ORDER_CREATED = "order.created"
+    ORDER_CONFIRMED = "order.confirmed"
+    ORDER_REJECTED = "order.rejected"
+    ORDER_CANCELLED = "order.cancelled"
+
+
+# The event that announces an order reaching each state.
+ORDER_EVENT_BY_STATUS = {
+    OrderStatus.PENDING: WebhookEventType.ORDER_CREATED,
+    OrderStatus.CONFIRMED: WebhookEventType.ORDER_CONFIRMED,
+    OrderStatus.REJECTED: WebhookEventType.ORDER_REJECTED,
+    OrderStatus.CANCELLED: WebhookEventType.ORDER_CANCELLED,
+}
+
+
+class WebhookDeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Not delivered within WEBHOOK_MAX_AGE_S of its event: not retried again.
+    DEAD = "dead"
+
+
+class WebhookEndpoint(Base):
+    """A client's URL that hears about its orders (docs/webhooks.md)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_client_id_id", "client_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Not a foreign key, as orders.client_id is not.
+    client_id: Mapped[int] = mapped_column(BigInteger)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    # The Standard Webhooks symmetric secret (`whsec_...`), as the client was shown it
+    # (docs/decisions/0030-webhook-secrets.md).
+    secret: Mapped[str] = mapped_column(String(100))
+    # The secret before the last rotation, which signs too until it expires.
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set when deliveries to it failed for longer than WEBHOOK_MAX_AGE_S; it gets no new ones.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEvent(Base):
+    """Something that happened to an order, written in the transaction that made it happen."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_client_id_id", "client_id", "id"),
+        Index("ix_webhook_events_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # What clients see (`evt_...`, the `webhook-id` of every delivery); random, so that it says
+    # nothing about how many events other clients have.
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    client_id: Mapped[int] = mapped_column(BigInteger)
+    # Not a foreign key, as order_lines.product_id is not: an event only names its order.
+    order_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    # The request id of the API call that placed the order, carried into the deliveries' logs.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    # The order as GET /v1/orders/{id} returned it when the event happened.
+    data: Mapped[dict[str, object]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one endpoint; each try at it is a WebhookAttempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status_known"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        # The deliveries the sweeper looks at: those still to be tried.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    # Not a foreign key: each delivery would lock its endpoint's row (KEY SHARE) until the order
+    # that made it commits, one row for every order of a storefront (decision 0014).
+    endpoint_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(
+        String(16), server_default=WebhookDeliveryStatus.PENDING.value
+    )
+    # Tries finished so far; try n runs as job `deliver_webhook:<id>:<n>`.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookAttempt(Base):
+    """One HTTP request of a delivery, and what came of it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # None when no answer came (refused, timed out, an address not allowed).
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The first few KiB of the answer.
+    response_body: Mapped[str | None] = mapped_column(Text)
+    # When the delivery is tried again; None once it is delivered or dead.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

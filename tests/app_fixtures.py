@@ -127,6 +127,7 @@ async def worker_context(settings: Settings) -> AsyncIterator[WorkerContext]:
     context = await create_worker_context(settings)
     yield context
     await context.mailer.close()
+    await context.webhooks.close()
     await context.redis.aclose()
     await context.pool.close()
 

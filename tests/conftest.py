@@ -19,6 +19,7 @@ from tests.app_fixtures import (
     worker_context,
 )
 from tests.processes import spawn_api, spawn_worker
+from tests.webhook_fixtures import hook_api
 
 __all__ += [
     "admin_key",
@@ -27,6 +28,7 @@ __all__ += [
     "arq_redis",
     "client_key",
     "db",
+    "hook_api",
     "jobs",
     "limited_api",
     "make_product",

@@ -8,6 +8,7 @@ from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
 from shop.fulfilment.confirmation import SentConfirmations
 from shop.fulfilment.mail import Mailer
+from shop.webhooks.delivery import WebhookSender
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class WorkerContext:
     cache: ProductCache
     mailer: Mailer
     sent_confirmations: SentConfirmations
+    webhooks: WebhookSender
     # Tells this process's outbox relay that a job committed to the outbox just now (the relay
     # is started after the context exists: see worker.settings.startup).
     outbox_written: Callable[[], None] = lambda: None

@@ -24,10 +24,13 @@ from shop.fulfilment.confirmation import SentConfirmations
 from shop.fulfilment.mail import Mailer
 from shop.jobs.names import JobName
 from shop.jobs.relay import OutboxRelay
+from shop.webhooks.delivery import WebhookSender
 from worker.context import WorkerContext
 from worker.cron import purge_idempotency_keys
 from worker.monitor import WorkerMonitor, observed
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
+from worker.webhooks import arq_timeout_s as webhook_arq_timeout_s
+from worker.webhooks import deliver_webhook, purge_webhook_events, queue_overdue_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +62,7 @@ async def create_worker_context(settings: Settings) -> WorkerContext:
         cache=ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s),
         mailer=Mailer(settings),
         sent_confirmations=SentConfirmations(pool, settings),
+        webhooks=WebhookSender(settings),
     )
 
 
@@ -121,6 +125,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     worker: WorkerContext | None = ctx.get("worker")
     if worker is not None:
         await worker.mailer.close()
+        await worker.webhooks.close()
         await worker.redis.aclose()
         await worker.pool.close()
 
@@ -143,6 +148,13 @@ class WorkerSettings:
             timeout=arq_timeout_s(_settings),
             max_tries=ARQ_MAX_TRIES,
         ),
+        # Counts its own tries, in Postgres (shop.webhooks.delivery).
+        func(
+            observed(JobName.DELIVER_WEBHOOK.value, deliver_webhook),
+            name=JobName.DELIVER_WEBHOOK.value,
+            timeout=webhook_arq_timeout_s(_settings),
+            max_tries=ARQ_MAX_TRIES,
+        ),
     ]
     cron_jobs = [
         cron(
@@ -150,6 +162,23 @@ class WorkerSettings:
             name="purge_idempotency_keys",
             minute={7, 22, 37, 52},
             second=0,
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
+        ),
+        cron(
+            purge_webhook_events,
+            name="purge_webhook_events",
+            minute={12, 42},
+            second=0,
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
+        ),
+        cron(
+            queue_overdue_webhooks,
+            name="queue_overdue_webhooks",
+            second={15},
             timeout=arq_timeout_s(_settings),
             max_tries=1,
             unique=True,

@@ -94,12 +94,15 @@ async def cancel_order(
     With an `Idempotency-Key`, a retry gets the first response again rather than a 409.
     """
     if idempotency_key is not None:
-        return _stored(
-            await orders.cancel_order_once(
-                state.pool, state.settings, state.cache, client, order_id, idempotency_key
-            )
+        stored = await orders.cancel_order_once(
+            state.pool, state.settings, state.cache, client, order_id, idempotency_key
         )
-    return await orders.cancel_order(state.pool, state.settings, state.cache, client, order_id)
+        # Its order.cancelled event's deliveries are in the outbox.
+        state.relay_waker.poke()
+        return _stored(stored)
+    cancelled = await orders.cancel_order(state.pool, state.settings, state.cache, client, order_id)
+    state.relay_waker.poke()
+    return cancelled
 
 
 def _stored(stored: StoredResponse) -> Response:

@@ -7,7 +7,8 @@ from kit.errors import PermanentJobError
 from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
 from shop.fulfilment import inventory_repository
-from shop.models import OrderStatus
+from shop.models import ORDER_EVENT_BY_STATUS, OrderStatus
+from shop.webhooks import repository as webhooks_repo
 
 
 async def reserve_inventory(
@@ -25,8 +26,13 @@ async def reserve_inventory(
     confirmed order's confirmation job is in the outbox when this returns; no NOTIFY announces
     it (the worker wakes its own relay: worker.tasks).
     """
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn, conn.transaction():
         reservation = await inventory_repository.reserve(conn, order_id, request_id)
+        # The order's confirmed or rejected event commits with the decision, or neither does.
+        if reservation is not None and reservation.after is not None:
+            await webhooks_repo.insert_order_events(
+                conn, {order_id: ORDER_EVENT_BY_STATUS[reservation.after]}
+            )
     if reservation is None:
         raise PermanentJobError(f"order {order_id} does not exist")
     status = reservation.after or reservation.before

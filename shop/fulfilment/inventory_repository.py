@@ -80,7 +80,7 @@ async def reserve(
 ) -> Reservation | None:
     """Reserves a pending order's stock (see _RESERVE); None when there is no such order.
 
-    Run outside a transaction block: the statement is its own transaction.
+    Its own transaction, or part of the caller's (which then holds its locks until it ends).
     """
     row = await conn.fetchrow(
         _RESERVE,

@@ -11,6 +11,8 @@ from typing import Any
 class JobName(StrEnum):
     RESERVE_INVENTORY = "reserve_inventory"
     SEND_CONFIRMATION = "send_confirmation"
+    # Called with a delivery id and a try number, never with an order id (shop.webhooks).
+    DELIVER_WEBHOOK = "deliver_webhook"
 
 
 def job_id_prefix(function: JobName) -> str:

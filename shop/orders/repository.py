@@ -9,6 +9,7 @@ from shop.models import OrderStatus
 from shop.orders import idempotency_repository as idempotency_repo
 from shop.orders.idempotency_repository import StoredKey
 from shop.orders.schemas import Customer, OrderLinePublic, OrderPublic
+from shop.webhooks import repository as webhooks_repo
 
 _SELECT_ORDERS = """
 SELECT o.id, o.status, o.customer_email, o.customer_name, o.total_cents, o.currency,
@@ -23,8 +24,9 @@ CROSS JOIN LATERAL (
 ) AS lines
 """
 
-# The lines and the outbox row for the inventory job, for each order that new_order inserted.
-_LINES_AND_JOB = """
+# The lines, the outbox row for the inventory job, and the order.created event with its webhook
+# deliveries, for each order that new_order inserted.
+_LINES_AND_JOB = f"""
 new_lines AS (
     INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price_cents)
     SELECT new_order.id, line.position, line.product_id, line.quantity, line.unit_price_cents
@@ -34,10 +36,11 @@ new_lines AS (
     INSERT INTO outbox (job_id, function, args, order_id, request_id)
     SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
     FROM new_order
-)"""
+), {webhooks_repo.ORDER_CREATED}"""
 
-# One statement, so one atomic commit and one round trip: the order, its lines and the outbox row
-# for the inventory job. The relay is woken after the commit (shop.jobs.relay.RelayWaker).
+# One statement, so one atomic commit and one round trip: the order, its lines, the outbox row
+# for the inventory job and the order's event. The relay is woken after the commit
+# (shop.jobs.relay.RelayWaker).
 _INSERT_ORDER = f"""
 WITH new_order AS (
     INSERT INTO orders (client_id, customer_email, customer_name, total_cents, currency, request_id)
@@ -61,7 +64,8 @@ FROM (
 LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
 """
 
-# The second writes orders as _INSERT_ORDER does, each with its key and response, for several
+# The second writes orders as _INSERT_ORDER does, each with its key and response (and its
+# order.created event, whose data is that response), for several
 # requests in one statement (one transaction, one commit: shop.orders.group_commit). Each key's
 # advisory lock, held until the statement commits, makes a concurrent request with the same key
 # write nothing (its order is not returned: 409); the key's primary key makes a request that
@@ -98,7 +102,7 @@ WITH keyed AS MATERIALIZED (
     SELECT client_id, key, endpoint, request_hash, response_status, response_body,
            response_location
     FROM locked
-)
+), {webhooks_repo.KEYED_ORDERS_CREATED}
 SELECT id FROM new_order
 """
 

@@ -12,13 +12,14 @@ from kit.settings import Settings
 from shop.catalogue import repository as products_repo
 from shop.catalogue.cache import ProductCache
 from shop.clients.auth import Client
-from shop.models import OrderStatus
+from shop.models import OrderStatus, WebhookEventType
 from shop.orders import idempotency
 from shop.orders import repository as orders_repo
 from shop.orders.group_commit import OrderGroupCommit
 from shop.orders.idempotency import IdempotentRequest, StoredResponse
 from shop.orders.repository import PricedLine
 from shop.orders.schemas import OrderCreate, OrderLinePublic, OrderPage, OrderPublic
+from shop.webhooks import repository as webhooks_repo
 
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
 
@@ -264,6 +265,7 @@ async def _cancel(
         await products_repo.add_stock(conn, order.product_ids, order.quantities)
         released = order.product_ids
     await orders_repo.mark_cancelled(conn, order_id)
+    await webhooks_repo.insert_order_events(conn, {order_id: WebhookEventType.ORDER_CANCELLED})
     cancelled = await orders_repo.get(conn, order_id)
     assert cancelled is not None
     return cancelled, released

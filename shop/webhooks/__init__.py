@@ -1,0 +1,1 @@
+"""Webhooks: clients' endpoints, the events of their orders, and signed deliveries with retries."""
