@@ -28,9 +28,10 @@ async def send_confirmations(
     confirmed; returns, order by order, whether an email went out, or what failed it.
 
     The emails go out together, as many at a time as the mailer has connections, and are
-    recorded together once sent, in one statement. An order whose email another job is sending right now is left to it (see
-    orders_repo.try_lock_confirmations); with `skip_dead`, so is an order whose confirmation job
-    is in the dead-job ledger (a batch retried for its other orders). If the process dies
+    recorded together once sent, in one statement. An order whose email another job is sending
+    right now is left to it (see orders_repo.try_lock_confirmations); with `skip_dead`, so is an
+    order whose confirmation job is in the dead-job ledger (a batch retried for its other
+    orders). If the process dies
     after the SMTP server accepted messages and before their record, the job runs again and
     those emails are sent twice (up to a batch of them); the stable Message-ID lets mail
     systems recognise the copies.
