@@ -172,7 +172,8 @@ async def test_sigterm_lets_a_running_job_finish_and_requeues_one_that_cannot_in
 
     async with row_locked(db, "products", slow.id):
         async with row_locked(db, "products", quick.id):
-            worker = spawn_worker(WORKER_SHUTDOWN_GRACE_S="3")
+            # A job per order, so that one can finish within the grace period and one cannot.
+            worker = spawn_worker(WORKER_SHUTDOWN_GRACE_S="3", JOB_BATCH_SIZE="1")
             await wait_for(until_waiting_for_a_lock(db, 2), timeout_s=30)
             worker.signal(signal.SIGTERM)
             await asyncio.sleep(0.5)  # the worker has begun its grace period
