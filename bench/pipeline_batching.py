@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 
 from bench import load
-from bench.stack import BIN, Child, Stack, granian_argv, start_stack
+from bench.stack import BIN, Child, Stack, granian_argv, start_stack, tree_cpu_seconds
 from devstack.project import REPO_ROOT
 from shop.catalogue import repository as products_repo
 from shop.catalogue.schemas import ProductCreate
@@ -62,6 +62,8 @@ class Round:
     emailed_per_s: float = 0.0
     accepted_per_s: float = 0.0
     last_email_after_sale_s: float = 0.0
+    # CPU seconds per order of each process tree, from the start until the last email.
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
     load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
@@ -134,7 +136,12 @@ async def _wait(conn: asyncpg.Connection, query: str, args: list[Any], limit_s: 
 
 
 async def _one_product_round(
-    stack: Stack, client_id: int, single: dict[int, int], orders: int, variant: str
+    stack: Stack,
+    client_id: int,
+    single: dict[int, int],
+    orders: int,
+    variant: str,
+    pids: dict[str, int],
 ) -> Round:
     [(product_id, price)] = single.items()
     conn = await asyncpg.connect(stack.postgres.url)
@@ -156,6 +163,7 @@ async def _one_product_round(
                 for n in range(orders)
             ]
         started = time.monotonic()
+        cpu_before = _cpu(pids)
         # What the API's RelayWaker does after its commits.
         await conn.execute("SELECT pg_notify('outbox', '')")
         confirmed = await _wait(
@@ -176,6 +184,7 @@ async def _one_product_round(
                 raise TimeoutError("emails")
             await asyncio.sleep(0.01)
         emailed = time.monotonic()
+        cpu_after = _cpu(pids)
     finally:
         await conn.close()
     return Round(
@@ -183,11 +192,18 @@ async def _one_product_round(
         orders,
         confirmed_per_s=orders / (confirmed - started),
         emailed_per_s=orders / (emailed - started),
+        cpu_ms_per_order=_per_order_ms(cpu_before, cpu_after, orders),
     )
 
 
 def _sale_round(
-    stack: Stack, api_url: str, api_pid: int, api_key: str, seconds: float, variant: str
+    stack: Stack,
+    api_url: str,
+    api_pid: int,
+    api_key: str,
+    seconds: float,
+    variant: str,
+    pids: dict[str, int],
 ) -> Round:
     script = stack.root / f"sale-{variant}-{time.monotonic_ns()}.lua"
     script.write_text(load.place_orders(api_key, f"sale-{variant}", SALE_PRODUCTS, False))
@@ -201,6 +217,7 @@ def _sale_round(
 
     orders_before = asyncio.run(count_orders())
     mailed_before = stack.mail_count()
+    cpu_before = _cpu(pids)
     started = time.monotonic()
     result = load.run_wrk(
         load.ensure_wrk(),
@@ -220,13 +237,25 @@ def _sale_round(
             raise TimeoutError("sale emails")
         time.sleep(0.01)
     last_email = time.monotonic()
+    cpu_after = _cpu(pids)
     return Round(
         variant,
         accepted,
         accepted_per_s=accepted / result.seconds,
         emailed_per_s=accepted / (last_email - started),
         last_email_after_sale_s=last_email - started - result.seconds,
+        cpu_ms_per_order=_per_order_ms(cpu_before, cpu_after, accepted),
     )
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _per_order_ms(
+    before: dict[str, float], after: dict[str, float], orders: int
+) -> dict[str, float]:
+    return {name: round(1000 * (after[name] - before[name]) / orders, 3) for name in before}
 
 
 def _median(rounds: list[Round], variant: str, attribute: str) -> float:
@@ -250,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     root = options.root or Path(tempfile.mkdtemp(prefix="pipeline-batching-"))
     _say(f"run directory {root}; baseline {revision[:12]} ({options.baseline})")
     baseline = _baseline_tree(root, revision)
-    stack = start_stack(root / "stack", {"LOG_LEVEL": "WARNING"})
+    stack = start_stack(root / "stack", {})
     rounds: list[Round] = []
     try:
         api_key, client_id, _, single = asyncio.run(_seed(stack.postgres.url))
@@ -259,17 +288,26 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(options.rounds + 1):
             for variant in variants if round_no % 2 == 0 else variants[::-1]:
                 worker = _worker(stack, variant, baseline, {})
+                pids = {
+                    "worker": worker.pid,
+                    "api": api.pid,
+                    "postgres": stack.postgres.pid or 0,
+                    "redis": stack.redis.pid or 0,
+                    "mailsink": stack.mail.pid,
+                }
                 try:
                     if round_no == 0:
                         # Not counted: connections opened, code paths warmed.
-                        asyncio.run(_one_product_round(stack, client_id, single, 200, variant))
-                        _sale_round(stack, api.url, api.pid, api_key, 2, variant)
+                        asyncio.run(
+                            _one_product_round(stack, client_id, single, 200, variant, pids)
+                        )
+                        _sale_round(stack, api.url, api.pid, api_key, 2, variant, pids)
                         continue
                     one = asyncio.run(
-                        _one_product_round(stack, client_id, single, options.orders, variant)
+                        _one_product_round(stack, client_id, single, options.orders, variant, pids)
                     )
                     sale = _sale_round(
-                        stack, api.url, api.pid, api_key, options.sale_seconds, variant
+                        stack, api.url, api.pid, api_key, options.sale_seconds, variant, pids
                     )
                 finally:
                     worker.stop()
@@ -282,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" {sale.emailed_per_s:4.0f}/s, last email {sale.last_email_after_sale_s:.1f}"
                     f" s after; load average {sale.load_average:.2f}"
                 )
+                _say(f"  CPU ms per order: one product {one.cpu_ms_per_order}")
+                _say(f"  CPU ms per order: sale {sale.cpu_ms_per_order}")
     finally:
         stack.close()
     one_rounds = [r for r in rounds if r.accepted_per_s == 0.0]
@@ -294,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
             "sale_accepted_per_s": _median(sale_rounds, variant, "accepted_per_s"),
             "sale_emailed_per_s": _median(sale_rounds, variant, "emailed_per_s"),
             "sale_last_email_after_s": _median(sale_rounds, variant, "last_email_after_sale_s"),
+            "sale_cpu_ms_per_order": {
+                name: statistics.median(
+                    r.cpu_ms_per_order[name] for r in sale_rounds if r.variant == variant
+                )
+                for name in sale_rounds[0].cpu_ms_per_order
+            },
         }
     base, new = summary[BASELINE], summary[BATCHED]
     summary["one_product_speedup"] = (
