@@ -1,4 +1,4 @@
-"""What is in the ARQ queue, read the way ARQ writes it, for operators.
+"""What is in the ARQ queue, read the way ARQ writes it, for operators (`queue_actions` changes it).
 
 ARQ keeps a queue as a sorted set of job ids scored by due time (ms); each job's pickled
 definition under `arq:job:<id>`; a lock `arq:in-progress:<id>` while a worker runs it (the id stays
@@ -11,7 +11,6 @@ Under churn the numbers are a snapshot taken over a few round trips, not an atom
 """
 
 import pickle
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,15 +19,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.constants import (
-    abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
     retry_key_prefix,
 )
+from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
-from kit.errors import Conflict, NotFound
+from ops.redaction import redact, redact_text
+from shop.jobs.keys import (
+    JobOutcome,
+    outcome_counter_key,
+    parse_outcome_field,
+    worker_key_prefix,
+)
+from shop.jobs.names import order_id_of
 
 _WINDOW = 500
 DEFAULT_SCAN_LIMIT = 100_000
@@ -36,51 +42,15 @@ DEFAULT_SCAN_LIMIT = 100_000
 QUEUED = "queued"
 DEFERRED = "deferred"
 IN_PROGRESS = "in-progress"
-COMPLETE = "complete"
-FAILED = "failed"
+# A finished job's status is named by its outcome; ARQ records a cancelled one as failed.
+COMPLETE = JobOutcome.COMPLETE
+FAILED = JobOutcome.FAILED
 DEAD = "dead"
 STATUSES = (QUEUED, DEFERRED, IN_PROGRESS, COMPLETE, FAILED, DEAD)
-
-# Job arguments are ids by design (see shop.jobs.names), but a re-driven or hand-enqueued job could
-# carry anything: whatever looks like personal data is masked before it is shown.
-_PERSONAL_KEYS = frozenset(
-    {"email", "customer", "customer_email", "customer_name", "name", "phone", "address"}
-)
-_EMAIL = re.compile(r"[^\s@'\"<>(),;]+@[^\s@'\"<>(),;]+")
-REDACTED = "[redacted]"
-
-
-def redact(value: Any) -> Any:
-    """A JSON-friendly copy of `value` with personal data masked."""
-    if isinstance(value, dict):
-        return {
-            str(key): REDACTED if str(key).lower() in _PERSONAL_KEYS else redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple | set):
-        return [redact(item) for item in value]
-    if isinstance(value, str):
-        return redact_text(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return redact_text(repr(value))
-
-
-def redact_text(text: str) -> str:
-    return _EMAIL.sub(REDACTED, text)
 
 
 def _ms_to_datetime(ms: float | int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def order_id_of(args: list[Any]) -> int | None:
-    """Jobs take the order id first (shop.jobs.names)."""
-    return args[0] if args and isinstance(args[0], int) and not isinstance(args[0], bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +70,7 @@ class JobInfo:
     result: Any = None
     error: str | None = None
     traceback: str | None = None
+    # Of a dead job: its id, and the id of the job that retried it (`redriven_job_id` in `--json`).
     dead_id: int | None = None
     redriven_job_id: str | None = None
 
@@ -163,7 +134,7 @@ def _from_result(job_id: str, data: dict[str, Any]) -> JobInfo:
     )
 
 
-async def _queue_windows(
+async def queue_windows(
     redis: Redis, queue: str, scan_limit: int
 ) -> AsyncIterator[list[tuple[str, float, dict[str, Any] | None, bool, int | None]]]:
     """The queue in due order, window by window: (id, score, definition, running, tries)."""
@@ -221,7 +192,7 @@ class QueueStats:
 async def queue_stats(
     redis: Redis, queue: str, *, scan_limit: int = DEFAULT_SCAN_LIMIT
 ) -> QueueStats:
-    now_ms = _now_ms()
+    now_ms = timestamp_ms()
     stats = QueueStats(queue=queue)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcard(queue)
@@ -229,7 +200,7 @@ async def queue_stats(
         total, due = await pipe.execute()
     by_function: dict[str, Counter[str]] = {}
     seen = 0
-    async for window in _queue_windows(redis, queue, scan_limit):
+    async for window in queue_windows(redis, queue, scan_limit):
         for _, score, data, running, _ in window:
             seen += 1
             status = _queue_status(score, running, now_ms)
@@ -252,18 +223,8 @@ async def queue_stats(
     return stats
 
 
-# Worker-side counters of job outcomes: one small hash per queue and minute, "<outcome>:<function>"
-# -> count, kept two hours. ARQ's results would also tell, but counting them means reading every
-# result of the last 24 hours; these are 60 HGETALLs in one round trip.
-STATS_TTL_S = 2 * 3600
-
-
-def outcome_counter_key(queue: str, minute: int) -> str:
-    return f"{queue}:stats:{minute}"
-
-
 async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, int]]:
-    """function -> outcome -> count, over the last 60 minutes."""
+    """function -> outcome -> count, over the last 60 minutes, from the workers' counters."""
     minute = int(time.time() // 60)
     async with redis.pipeline(transaction=False) as pipe:
         for back in range(60):
@@ -272,7 +233,7 @@ async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, in
     counts: dict[str, Counter[str]] = {}
     for bucket in buckets:
         for raw_field, raw_count in bucket.items():
-            outcome, _, function = raw_field.decode().partition(":")
+            outcome, function = parse_outcome_field(raw_field.decode())
             counts.setdefault(function, Counter())[outcome] += int(raw_count)
     return {function: dict(sorted(c.items())) for function, c in sorted(counts.items())}
 
@@ -287,14 +248,14 @@ async def list_jobs(
     limit: int = 50,
     scan_limit: int = DEFAULT_SCAN_LIMIT,
 ) -> list[JobInfo]:
-    """Jobs ARQ knows of with one of `statuses` (not `dead`: that is the ledger in Postgres).
+    """Jobs ARQ knows of with one of `statuses` (not `dead`: dead jobs are in Postgres).
 
     Queue jobs come in due order; finished ones newest first.
     """
-    now_ms = _now_ms()
+    now_ms = timestamp_ms()
     found: list[JobInfo] = []
     if {QUEUED, DEFERRED, IN_PROGRESS} & set(statuses):
-        async for window in _queue_windows(redis, queue, scan_limit):
+        async for window in queue_windows(redis, queue, scan_limit):
             for job_id, score, data, running, tries in window:
                 status = _queue_status(score, running, now_ms)
                 if status not in statuses:
@@ -352,7 +313,7 @@ async def get_job(redis: Redis, queue: str, job_id: str) -> JobInfo | None:
         return None
     return _from_definition(
         job_id,
-        _queue_status(score, bool(running), _now_ms()),
+        _queue_status(score, bool(running), timestamp_ms()),
         score,
         _unpickle(job_raw),
         None if tries is None else int(tries),
@@ -360,11 +321,11 @@ async def get_job(redis: Redis, queue: str, job_id: str) -> JobInfo | None:
 
 
 async def get_failed_result(redis: Redis, queue: str, job_id: str) -> dict[str, Any] | None:
-    """A failed job's record as the dead-job ledger takes it: real arguments, not redacted."""
+    """A failed job as `record_dead_job` takes it: real arguments, not redacted."""
     data = _unpickle(await redis.get(result_key_prefix + job_id))
     if data is None or data.get("s") or data.get("q", queue) != queue:
         return None
-    # Pickling drops an exception's traceback; the job wrapper writes it to the ledger itself.
+    # Pickling drops an exception's traceback; the job wrapper records it with the dead job itself.
     return {
         "job_id": job_id,
         "function": str(data.get("f", "")),
@@ -375,55 +336,6 @@ async def get_failed_result(redis: Redis, queue: str, job_id: str) -> dict[str, 
         "tries": int(data.get("t") or 1),
         "enqueued_at": _ms_to_datetime(data.get("et")),
     }
-
-
-async def abort(redis: Redis, queue: str, job_id: str) -> str:
-    """Asks the workers to abort a queued, deferred or running job; returns its status before.
-
-    A running job is cancelled by the worker that runs it within a poll; a waiting one is made due
-    now so that a worker picks it up at once and aborts it before it starts (what `arq` does).
-    ARQ then records it as failed with CancelledError.
-    """
-    job = await get_job(redis, queue, job_id)
-    if job is None:
-        raise NotFound(f"There is no job {job_id} in {queue}.")
-    if job.status in (COMPLETE, FAILED):
-        raise Conflict(f"Job {job_id} has already finished ({job.status}).")
-    async with redis.pipeline(transaction=True) as pipe:
-        if job.status == DEFERRED:
-            pipe.zadd(queue, {job_id: 1})
-        pipe.zadd(abort_jobs_ss, {job_id: _now_ms()})
-        await pipe.execute()
-    return job.status
-
-
-async def purge(redis: Redis, queue: str, *, scan_limit: int = DEFAULT_SCAN_LIMIT) -> int:
-    """Removes every waiting (queued or deferred) job of `queue`; running jobs are left alone.
-
-    Returns how many were removed. Their definitions go too, so a worker that raced us to one of
-    them records it as expired instead of running it.
-    """
-    removed = 0
-    while True:
-        # Removing shifts the ranks, so each pass restarts from the front and skips running jobs.
-        doomed: list[str] = []
-        async for window in _queue_windows(redis, queue, scan_limit):
-            doomed.extend(job_id for job_id, _, _, running, _ in window if not running)
-            if doomed:
-                break
-        if not doomed:
-            return removed
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(queue, *doomed)
-            pipe.delete(*(job_key_prefix + job_id for job_id in doomed))
-            pipe.delete(*(retry_key_prefix + job_id for job_id in doomed))
-            await pipe.execute()
-        removed += len(doomed)
-
-
-# Per-worker heartbeats (ARQ's own health check is one key per queue, overwritten by every worker).
-def worker_key_prefix(queue: str) -> str:
-    return f"{queue}:worker:"
 
 
 @dataclass(frozen=True, slots=True)

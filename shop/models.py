@@ -97,7 +97,9 @@ class Order(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    # No foreign keys to clients or products: each would lock the referenced row until the order
+    # commits (docs/decisions/0014-no-foreign-keys-from-orders.md).
+    client_id: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.PENDING.value)
     customer_email: Mapped[str] = mapped_column(String(320))
     customer_name: Mapped[str] = mapped_column(String(200))
@@ -120,7 +122,8 @@ class OrderLine(Base):
     order_id: Mapped[int] = mapped_column(
         ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True
     )
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    # Not a foreign key, as orders.client_id is not.
+    product_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     # Lines are returned in the order the client sent them.
     position: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(Integer)
@@ -155,8 +158,8 @@ class OutboxEntry(Base):
 class DeadJob(Base):
     """A job that will not be retried again: tries exhausted, or failed permanently.
 
-    ARQ keeps no record of failed jobs beyond `keep_result`; this ledger keeps every one until an
-    operator re-drives it, so nothing fails silently.
+    ARQ keeps no record of failed jobs beyond `keep_result`; this table keeps every one until an
+    operator retries it, so nothing fails silently. `redriven_*` say when and as which job.
     """
 
     __tablename__ = "dead_jobs"
@@ -190,9 +193,8 @@ class IdempotencyKey(Base):
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     # Keys are scoped to the client: two clients may send the same key.
-    client_id: Mapped[int] = mapped_column(
-        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
-    )
+    # Not a foreign key, as orders.client_id is not.
+    client_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     # Method and path of the first request; a key reused on another endpoint is refused.
     endpoint: Mapped[str] = mapped_column(String(300))

@@ -192,6 +192,15 @@ async def row_locked(db: asyncpg.Pool, table: str, row_id: int) -> AsyncIterator
         yield
 
 
+@asynccontextmanager
+async def writes_held(db: asyncpg.Pool, table: str) -> AsyncIterator[None]:
+    """Holds `LOCK TABLE ... IN SHARE MODE`: whoever writes to the table waits until we leave."""
+    assert table in {"orders", "products"}
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+        yield
+
+
 async def backends_waiting_for_a_lock(db: asyncpg.Pool, application_name: str) -> int:
     count: int = await db.fetchval(
         "SELECT count(*) FROM pg_stat_activity"

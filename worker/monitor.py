@@ -24,17 +24,18 @@ from arq import Retry
 from redis.asyncio import Redis
 
 from kit import metrics
+from kit.batching import Batched
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
-from ops.queue import STATS_TTL_S, outcome_counter_key, worker_key_prefix
+from shop.jobs.keys import (
+    STATS_TTL_S,
+    JobOutcome,
+    outcome_counter_key,
+    outcome_field,
+    worker_key_prefix,
+)
 
 log = structlog.get_logger(__name__)
-
-COMPLETE = "complete"
-RETRIED = "retried"
-FAILED = "failed"
-# Aborted by an operator, stopped by ARQ's timeout, or interrupted by a shutdown (then re-queued).
-CANCELLED = "cancelled"
 
 
 class WorkerMonitor:
@@ -49,55 +50,41 @@ class WorkerMonitor:
         self.done = 0
         self.failed = 0
         self.retried = 0
-        # Outcome counts not yet in Redis, by (per-minute key, field), and the future that
-        # completes when they are; while one write is under way, the next batch collects.
-        self._unwritten: Counter[tuple[str, str]] = Counter()
-        self._written: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._counts: Batched[tuple[str, str]] = Batched(self._write_counts)
 
-    async def record(self, function: str, outcome: str, duration_s: float) -> None:
+    async def record(self, function: str, outcome: JobOutcome, duration_s: float) -> None:
         """Counts the outcome; returns once the count is in Redis (or could not be written).
 
         Jobs that finish while a count is being written share the next write: one round trip
         for all of them instead of one each.
         """
         metrics.JOB_DURATION.labels(function, outcome).observe(duration_s)
-        if outcome == COMPLETE:
+        if outcome is JobOutcome.COMPLETE:
             self.done += 1
-        elif outcome == RETRIED:
+        elif outcome is JobOutcome.RETRIED:
             self.retried += 1
-        elif outcome in (FAILED, CANCELLED):
+        else:
             self.failed += 1
         key = outcome_counter_key(self._settings.queue_name, int(time.time() // 60))
-        self._unwritten[key, f"{outcome}:{function}"] += 1
-        if self._written is None:
-            self._written = asyncio.get_running_loop().create_future()
-        written = self._written
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_counts())
-        await asyncio.shield(written)
-
-    async def _write_counts(self) -> None:
         try:
-            while self._written is not None:
-                written, self._written = self._written, None
-                counts, self._unwritten = self._unwritten, Counter()
-                try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for (key, field), count in counts.items():
-                            pipe.hincrby(key, field, count)
-                        for key in {key for key, _ in counts}:
-                            pipe.expire(key, STATS_TTL_S)
-                        await pipe.execute()
-                except REDIS_UNAVAILABLE_ERRORS as exc:  # a lost count must not fail a job
-                    log.warning("job_outcome_not_counted", error=repr(exc), jobs=counts.total())
-                finally:
-                    written.set_result(None)
-        finally:
-            self._writer = None
-            if self._written is not None:  # cancelled (shutdown): nobody waits for ever
-                self._written.set_result(None)
-                self._written = None
+            await self._counts.add((key, outcome_field(outcome, function)))
+        except asyncio.CancelledError:
+            # The write was cancelled (a shutdown), not this job: the count is lost, the job not.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+
+    async def _write_counts(self, fields: list[tuple[str, str]]) -> None:
+        counts = Counter(fields)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for (key, field), count in counts.items():
+                    pipe.hincrby(key, field, count)
+                for key in {key for key, _ in counts}:
+                    pipe.expire(key, STATS_TTL_S)
+                await pipe.execute()
+        except REDIS_UNAVAILABLE_ERRORS as exc:  # a lost count must not fail a job
+            log.warning("job_outcome_not_counted", error=repr(exc), jobs=len(fields))
 
     async def beat(self) -> None:
         ttl_ms = int(self._settings.worker_heartbeat_ttl_s * 1000)
@@ -146,16 +133,16 @@ def observed(name: str, function: JobCoroutine) -> JobCoroutine:
         if monitor is not None:
             monitor.running += 1
         started = time.perf_counter()
-        outcome = FAILED
+        outcome = JobOutcome.FAILED
         try:
             result = await function(ctx, *args, **kwargs)
-            outcome = COMPLETE
+            outcome = JobOutcome.COMPLETE
             return result
         except Retry:
-            outcome = RETRIED
+            outcome = JobOutcome.RETRIED
             raise
         except asyncio.CancelledError:
-            outcome = CANCELLED
+            outcome = JobOutcome.CANCELLED
             raise
         finally:
             duration_s = time.perf_counter() - started

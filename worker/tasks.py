@@ -2,7 +2,7 @@
 
 Each job takes ids, reloads state and does nothing if its work is done. Transient failures
 (a dependency down or slow) are retried with exponential backoff and jitter; anything else fails
-the job at once. Every job that will not run again is recorded in the dead-job ledger.
+the job at once. Every job that will not run again is recorded as a dead job.
 """
 
 import asyncio
@@ -81,11 +81,11 @@ def is_transient(exc: Exception) -> bool:
 
 # A job's work, given its orders' ids, their request ids, and whether the job was called in the
 # single-order form (`reserve_inventory(42, request_id=...)`: a batch of one, a job queued before
-# batching, a re-drive from the dead-job ledger) rather than with a list of ids.
+# batching, a dead job retried by hand) rather than with a list of ids.
 JobFunction = Callable[
     [WorkerContext, list[int], dict[int, str | None], bool], Awaitable[OrderOutcomes[R]]
 ]
-# What ARQ keeps as the job's result: the one order's, or each order's (an error's repr if buried).
+# What ARQ keeps as the job's result: the one order's, or each order's (an error's repr if dead).
 JobResult: TypeAlias = R | dict[int, object] | None
 _NO_TRY_FINISHED = "no try finished (worker killed or timed out)"
 
@@ -106,16 +106,17 @@ def _job(
 
     A job carries one order (`order_ids` an int) or a batch (a list, with `request_ids` in the
     same order). Failures are sorted order by order: an order that failed for good (it does not
-    exist, its recipient was refused) goes to the dead-job ledger under its own job id
+    exist, its recipient was refused) is recorded as a dead job under its own job id
     (`send_confirmation:42`, as if it had been a job alone), and the others' results stand. If
     any order failed transiently, the job is retried with backoff until `JOB_MAX_TRIES`; the
-    retry skips the orders whose work is done. Orders still failing then go to the ledger too.
-    A batch that fails as a whole for good (a bug one order's data triggers) is run again order
-    by order, so that only the orders that fail alone are buried. A job that starts with its tries
-    already spent (its worker died, or was killed, on the last one) buries its orders without
-    running. When the ledger cannot be written (Postgres is down) the job is retried instead, so
-    they are recorded once Postgres is back rather than forgotten. A job of one order that fails
-    for good fails in ARQ too; a batch job completes, its result naming the orders buried.
+    retry skips the orders whose work is done. Orders still failing then are recorded as dead
+    too. A batch that fails as a whole for good (a bug one order's data triggers) is run again
+    order by order, so that only the orders that fail alone are recorded as dead. A job that
+    starts with its tries already spent (its worker died, or was killed, on the last one)
+    records its orders as dead without running. When they cannot be recorded (Postgres is down)
+    the job is retried instead, so they are recorded once Postgres is back rather than
+    forgotten. A job of one order that fails for good fails in ARQ too; a batch job completes,
+    its result naming the orders recorded as dead.
     """
 
     @wraps(function)
@@ -241,9 +242,9 @@ async def _record_dead(
     failures: dict[int, Exception | None],
     error: str | None = None,
 ) -> None:
-    """Records each failed order's job in the dead-job ledger, or raises Retry when the ledger
-    is unreachable. A job of one order is recorded under its own ARQ id (a re-drive has an id of
-    its own), each order of a batch under the id its job would have alone."""
+    """Records each failed order's job as a dead job, or raises Retry when Postgres cannot
+    record it. A job of one order is recorded under its own ARQ id (a retried dead job has an id
+    of its own), each order of a batch under the id its job would have alone."""
     worker: WorkerContext = ctx["worker"]
     job_try: int = ctx.get("job_try", 1)
     for order_id, exc in failures.items():
@@ -299,9 +300,9 @@ async def reserve_inventory(
 async def send_confirmation(
     worker: WorkerContext, order_ids: list[int], request_ids: dict[int, str | None], alone: bool
 ) -> OrderOutcomes[bool]:
-    # A batch retried for some of its orders leaves out those buried on an earlier try; a job
-    # of one order is that order's, whatever the ledger says (a re-drive runs before the ledger
-    # says it was re-driven).
+    # A batch retried for some of its orders leaves out those recorded as dead on an earlier
+    # try; a job of one order is that order's, whatever the dead jobs say (a dead job retried by
+    # hand may run before its record says it was retried).
     outcomes = await confirmation.send_confirmations(
         worker.pool, worker.settings, worker.mailer, order_ids, skip_dead=not alone
     )

@@ -2,7 +2,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import StateDep
 from kit import metrics
-from ops.views import system_sample
+from ops.metrics import system_sample
 
 router = APIRouter(tags=["operations"])
 

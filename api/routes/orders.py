@@ -45,7 +45,13 @@ async def create_order(
     request_id = request_id_of(request)
     if idempotency_key is not None:
         stored = await orders.place_order_once(
-            state.pool, state.settings, client, body, request_id, idempotency_key
+            state.pool,
+            state.settings,
+            state.order_writes,
+            client,
+            body,
+            request_id,
+            idempotency_key,
         )
         state.relay_waker.poke()
         return _stored(stored)

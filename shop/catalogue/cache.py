@@ -30,7 +30,8 @@ _PAGE_PREFIX = "catalogue:list:"
 # Invalidations between processes' local tiers, and their acknowledgements.
 INVALIDATION_CHANNEL = "catalogue:invalidate"
 ACK_CHANNEL = "catalogue:invalidate:ack"
-# The nonce of an invalidation whose sender waits for no acknowledgement.
+# The nonce of an invalidation whose sender waits for no acknowledgement (what processes of an
+# earlier release send for stock taken, while a rolling deploy runs both).
 _NO_ACK = "-"
 _LOCAL_MAX_ENTRIES = 100_000
 # The share of an entry's life after which reading it reloads it in the background.
@@ -79,12 +80,12 @@ class ProductCache:
     (cached-read p99 ~100 ms against 12 ms with no expiry; docs/performance.md). The reload is a
     reader like any other, with its own ticket, so the guarantee above is unchanged.
 
-    A write that answers nobody (a job taking stock for an order) need not wait: its change is
-    visible in Postgres (the order `confirmed`) before any invalidation could be, so waiting
-    would not make a later read fresh for anyone. It invalidates with `wait=False`: the Redis
-    tier at once, the other processes' local tiers as soon as the message reaches them
-    (normally within a millisecond), and in any case within `local_ttl_s`, as their entries
-    expire (bench/findings.md).
+    Stock moved by an order (`stock_taken`) is the exception: a product being sold changes with
+    every order, and dropping it from every process each time would leave its readers nothing to
+    hit. The Redis tier is refreshed at once and the other processes' local entries are left to
+    expire, within `local_ttl_s`, reloaded ahead like any other: the stock a product read shows
+    lags the orders by at most `local_ttl_s`, and the reservation stays the authority on whether
+    an order fits (docs/decisions/0013-stock-lags-orders-by-the-local-ttl.md).
     """
 
     def __init__(self, redis: Redis, ttl_s: int, local_ttl_s: float = 0.0) -> None:
@@ -304,35 +305,37 @@ class ProductCache:
         except REDIS_UNAVAILABLE_ERRORS as exc:
             log.warning("cache_unavailable", error=repr(exc))
 
-    async def invalidate_products(self, product_ids: Sequence[int], *, wait: bool = True) -> None:
+    async def invalidate_products(self, product_ids: Sequence[int]) -> None:
         """Call after the write has committed. If Redis is unreachable the entries expire by TTL.
 
-        Returns once no process can serve the old value from its local tier (see the class);
-        with `wait=False`, once the Redis tier is invalidated and the other processes are told.
+        Returns once no process can serve the old value from its local tier (see the class).
         """
         self._drop_local(product_ids)
-        tokens = {product_generation_key(pid): secrets.token_hex(8) for pid in product_ids}
-        tokens[LIST_GENERATION_KEY] = secrets.token_hex(8)
-        if not wait and self._local_ttl_s > 0:
-            message = _NO_ACK + " " + ",".join(map(str, product_ids))
-            try:
-                # One round trip for both; nobody acknowledges an invalidation sent this way.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.mset(tokens)
-                    pipe.publish(INVALIDATION_CHANNEL, message)
-                    await pipe.execute()
-            except REDIS_UNAVAILABLE_ERRORS as exc:
-                # Local entries elsewhere expire within local_ttl_s, Redis entries by their TTL.
-                log.warning(
-                    "cache_invalidation_failed", product_ids=list(product_ids), error=repr(exc)
-                )
-            return
         try:
-            await self._redis.mset(tokens)
+            await self._redis.mset(self._new_generations(product_ids))
         except REDIS_UNAVAILABLE_ERRORS as exc:
             log.warning("cache_invalidation_failed", product_ids=list(product_ids), error=repr(exc))
         if self._local_ttl_s > 0:
             await self._broadcast(product_ids)
+
+    async def stock_taken(self, product_ids: Sequence[int]) -> None:
+        """Call after an order's reservation has committed: the Redis tier now, local tiers by TTL.
+
+        Nobody waits on this: the order's state is visible in Postgres before any cache could
+        say anything, and other processes keep serving their entries until they expire (see the
+        class). If Redis is unreachable its entries expire by their TTL.
+        """
+        self._drop_local(product_ids)
+        try:
+            await self._redis.mset(self._new_generations(product_ids))
+        except REDIS_UNAVAILABLE_ERRORS as exc:
+            log.warning("cache_invalidation_failed", product_ids=list(product_ids), error=repr(exc))
+
+    @staticmethod
+    def _new_generations(product_ids: Sequence[int]) -> dict[str, str]:
+        tokens = {product_generation_key(pid): secrets.token_hex(8) for pid in product_ids}
+        tokens[LIST_GENERATION_KEY] = secrets.token_hex(8)
+        return tokens
 
 
 async def cached(

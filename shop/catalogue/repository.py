@@ -82,10 +82,11 @@ async def lock_stock(conn: asyncpg.Connection, product_ids: Sequence[int]) -> di
     """Stock by product id, with the rows locked in id order.
 
     Every transaction that changes stock locks in the same order, so two of them can never each
-    hold a row the other waits for.
+    hold a row the other waits for. NO KEY: orders being placed meanwhile check their lines'
+    products with KEY SHARE locks, which a plain FOR UPDATE would make wait for this commit.
     """
     rows = await conn.fetch(
-        "SELECT id, stock FROM products WHERE id = any($1::bigint[]) ORDER BY id FOR UPDATE",
+        "SELECT id, stock FROM products WHERE id = any($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
         product_ids,
     )
     return {row["id"]: row["stock"] for row in rows}

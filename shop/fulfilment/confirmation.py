@@ -30,7 +30,7 @@ async def send_confirmations(
     The emails go out together, as many at a time as the mailer has connections, and are
     recorded together once sent, in one statement. An order whose email another job is sending
     right now is left to it (see orders_repo.try_lock_confirmations); with `skip_dead`, so is an
-    order whose confirmation job is in the dead-job ledger (a batch retried for its other
+    order whose confirmation job is recorded as dead (a batch retried for its other
     orders). If the process dies
     after the SMTP server accepted messages and before their record, the job runs again and
     those emails are sent twice (up to a batch of them); the stable Message-ID lets mail

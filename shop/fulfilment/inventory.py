@@ -87,9 +87,9 @@ async def reserve_inventory(
         for product_id in order.product_ids
     }
     if changed:
-        # `changed` is each product's stock as this transaction committed it.
-        # Without waiting for other processes: no response waits on this (ProductCache).
-        await cache.invalidate_products(sorted(changed), wait=False)
+        # Also for an order an earlier try confirmed: its worker may have died before it told
+        # the cache. `changed` is each product's stock as this transaction committed it.
+        await cache.stock_taken(sorted(changed))
     return outcomes
 
 

@@ -1,1 +1,2 @@
-"""Jobs: their names, the outbox and its relay to the queue, and the dead-job ledger."""
+"""Jobs: their names, the Redis keys workers write, the outbox and its relay to the queue, and
+the dead jobs."""

@@ -1,3 +1,9 @@
+"""SQL of the dead jobs (`dead_jobs`), one row each time a job id dies.
+
+A row's `redriven_at` and `redriven_job_id` say when it was retried and as which job: the names
+of the columns, kept as they are.
+"""
+
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,10 +46,10 @@ async def insert(
     tries: int,
     enqueued_at: datetime | None,
 ) -> int | None:
-    """The new row's id; None if the job is in the ledger already and not re-driven.
+    """The new row's id; None if the job is recorded as dead already and not retried.
 
-    A job can be buried twice when its worker dies between this insert and telling ARQ; the
-    ledger keeps one row per death of a job id, not one per attempt to record it.
+    A job can be recorded twice when its worker dies between this insert and telling ARQ; the
+    table keeps one row per death of a job id, not one per attempt to record it.
     """
     dead_id: int | None = await conn.fetchval(
         "INSERT INTO dead_jobs (job_id, function, args, kwargs, order_id, error, traceback,"
@@ -81,7 +87,7 @@ async def list_recent(
     search: str | None = None,
     limit: int = 100,
 ) -> list[DeadJob]:
-    """Newest first; `only_pending` leaves out the ones already re-driven; `search` is a
+    """Newest first; `only_pending` leaves out the ones already retried; `search` is a
     case-insensitive substring of the job id, arguments or error."""
     conditions = ["true"]
     args: list[object] = []
@@ -105,7 +111,7 @@ async def list_recent(
     return [DeadJob(**row) for row in rows]
 
 
-async def mark_redriven(conn: asyncpg.Connection, dead_id: int, new_job_id: str) -> None:
+async def mark_retried(conn: asyncpg.Connection, dead_id: int, new_job_id: str) -> None:
     await conn.execute(
         "UPDATE dead_jobs SET redriven_at = now(), redriven_job_id = $2 WHERE id = $1",
         dead_id,
@@ -114,7 +120,7 @@ async def mark_redriven(conn: asyncpg.Connection, dead_id: int, new_job_id: str)
 
 
 async def list_for_job(conn: asyncpg.Connection, job_id: str) -> list[DeadJob]:
-    """Every ledger row of one job id, newest first."""
+    """Every death of one job id, newest first."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM dead_jobs WHERE job_id = $1 ORDER BY id DESC", job_id
     )

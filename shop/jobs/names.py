@@ -12,6 +12,7 @@ call form, which every job also accepts from before batching.
 import hashlib
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any
 
 
 class JobName(StrEnum):
@@ -35,3 +36,9 @@ def batch_job_id(function: str, outbox_ids: Sequence[int]) -> str:
     ids = sorted(outbox_ids)
     digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
     return f"{function}:batch-{ids[0]}+{len(ids)}-{digest}"
+
+
+def order_id_of(args: list[Any]) -> int | None:
+    """The order a job works on: jobs take the order id first."""
+    first = args[0] if args else None
+    return first if isinstance(first, int) and not isinstance(first, bool) else None

@@ -37,7 +37,7 @@ async def claim_unfinished(
     """Jobs handed over at least `delivered_before_s` ago whose work is still not done.
 
     An inventory job is done once its order is no longer pending, a confirmation job once the
-    email is recorded or the order is no longer confirmed. Jobs in the dead-job ledger are
+    email is recorded or the order is no longer confirmed. Dead jobs (not yet retried) are
     left to operators. The first condition is the predicate of `ix_orders_unfinished`.
     """
     rows = await conn.fetch(

@@ -1,8 +1,8 @@
 """What a job over several orders reports: each order's result, or what failed that order.
 
 One order's failure is its own: the job wrapper (worker.tasks) records an order that failed for
-good in the dead-job ledger under that order's job id, retries the job for one that failed
-transiently, and lets every other order's result stand.
+good as a dead job under that order's job id, retries the job for one that failed transiently,
+and lets every other order's result stand.
 """
 
 from dataclasses import dataclass, field

@@ -31,9 +31,6 @@ new_lines AS (
     SELECT new_order.id, line.position, line.product_id, line.quantity, line.unit_price_cents
     FROM new_order, unnest($7::bigint[], $8::int[], $9::bigint[])
          WITH ORDINALITY AS line(product_id, quantity, unit_price_cents, position)
-    -- The lines' foreign-key checks lock their product rows (KEY SHARE) in insertion order; in
-    -- product id order, as the inventory job locks them, the two can never wait in a cycle.
-    ORDER BY line.product_id
 ), new_job AS (
     INSERT INTO outbox (job_id, function, args, order_id, request_id)
     SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
@@ -65,24 +62,45 @@ FROM (
 LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
 """
 
-# The second writes the order as _INSERT_ORDER does, with the key and its response, in one
-# statement (one transaction). The key's advisory lock, held until the statement commits, makes a
-# concurrent request with the same key write nothing (no row: 409); the key's primary key makes
-# a request that raced past the lock fail whole (a unique violation: the caller replays).
-_INSERT_KEYED_ORDER = f"""
-WITH lock AS (
-    SELECT {idempotency_repo.try_lock_sql("$13", "$1", "$12")} AS locked
+# The second writes orders as _INSERT_ORDER does, each with its key and response, for several
+# requests in one statement (one transaction, one commit: shop.orders.group_commit). Each key's
+# advisory lock, held until the statement commits, makes a concurrent request with the same key
+# write nothing (its order is not returned: 409); the key's primary key makes a request that
+# raced past the lock fail the statement whole (a unique violation: the caller replays).
+_INSERT_KEYED_ORDERS = f"""
+WITH keyed AS MATERIALIZED (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
+                         $11::bytea[], $12::int[], $13::bytea[], $14::text[])
+        AS k(order_id, client_id, customer_email, customer_name, total_cents, currency,
+             request_id, created_at, key, endpoint, request_hash, response_status,
+             response_body, response_location)
+), locked AS MATERIALIZED (
+    SELECT * FROM keyed WHERE {idempotency_repo.try_lock_sql("$15", "keyed.client_id", "keyed.key")}
 ), new_order AS (
     INSERT INTO orders (id, client_id, customer_email, customer_name, total_cents, currency,
                         request_id, created_at)
-    SELECT $14, $1, $2, $3, $4, $5, $6, $15 FROM lock WHERE lock.locked
-    RETURNING id, created_at
-), {_LINES_AND_JOB}, new_key AS (
+    SELECT order_id, client_id, customer_email, customer_name, total_cents, currency,
+           request_id, created_at
+    FROM locked
+    RETURNING id
+), new_lines AS (
+    INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price_cents)
+    SELECT line.order_id, line.position, line.product_id, line.quantity, line.unit_price_cents
+    FROM unnest($16::bigint[], $17::int[], $18::bigint[], $19::int[], $20::bigint[])
+         AS line(order_id, position, product_id, quantity, unit_price_cents)
+    JOIN locked ON locked.order_id = line.order_id
+), new_job AS (
+    INSERT INTO outbox (job_id, function, args, order_id, request_id)
+    SELECT $21 || order_id, $22, jsonb_build_array(order_id), order_id, request_id FROM locked
+), new_key AS (
     INSERT INTO idempotency_keys (client_id, key, endpoint, request_hash, response_status,
                                   response_body, response_location)
-    SELECT $1, $12, $16, $17, $18, $19, $20 FROM new_order
+    SELECT client_id, key, endpoint, request_hash, response_status, response_body,
+           response_location
+    FROM locked
 )
-SELECT new_order.id FROM new_order
+SELECT id FROM new_order
 """
 
 
@@ -195,39 +213,59 @@ async def prepare_keyed(
     )
 
 
-async def insert_keyed_with_reservation_job(
-    conn: asyncpg.Connection,
-    *,
-    plan: KeyedOrderPlan,
-    client_id: int,
-    customer: Customer,
-    lines: Sequence[PricedLine],
-    total_cents: int,
-    currency: str,
-    request_id: str | None,
-    key: str,
-    endpoint: str,
-    request_hash: bytes,
-    response_status: int,
-    response_body: bytes,
-    response_location: str,
-) -> bool:
-    """False when another request holds the key. Raises asyncpg.UniqueViolationError when one
-    stored it after `plan` was read; either way nothing was written."""
-    row = await conn.fetchrow(
-        _INSERT_KEYED_ORDER,
-        *_order_parameters(client_id, customer, lines, total_cents, currency, request_id),
-        key,
+@dataclass(frozen=True, slots=True)
+class KeyedOrder:
+    """An order to write under its Idempotency-Key, with the response to store with the key."""
+
+    plan: KeyedOrderPlan
+    client_id: int
+    customer: Customer
+    lines: Sequence[PricedLine]
+    total_cents: int
+    currency: str
+    request_id: str | None
+    key: str
+    endpoint: str
+    request_hash: bytes
+    response_status: int
+    response_body: bytes
+    response_location: str
+
+
+async def insert_keyed_with_reservation_jobs(
+    conn: asyncpg.Connection, orders: Sequence[KeyedOrder]
+) -> set[int]:
+    """The ids of the orders written: not those whose key another request holds. Raises
+    asyncpg.UniqueViolationError when a key was stored after its plan was read (or comes twice);
+    then nothing was written."""
+    lines = [(order.plan.order_id, line) for order in orders for line in order.lines]
+    positions = [n for order in orders for n in range(1, len(order.lines) + 1)]
+    rows = await conn.fetch(
+        _INSERT_KEYED_ORDERS,
+        [order.plan.order_id for order in orders],
+        [order.client_id for order in orders],
+        [order.customer.email for order in orders],
+        [order.customer.name for order in orders],
+        [order.total_cents for order in orders],
+        [order.currency for order in orders],
+        [order.request_id for order in orders],
+        [order.plan.created_at for order in orders],
+        [order.key for order in orders],
+        [order.endpoint for order in orders],
+        [order.request_hash for order in orders],
+        [order.response_status for order in orders],
+        [order.response_body for order in orders],
+        [order.response_location for order in orders],
         idempotency_repo.LOCK_NAMESPACE,
-        plan.order_id,
-        plan.created_at,
-        endpoint,
-        request_hash,
-        response_status,
-        response_body,
-        response_location,
+        [order_id for order_id, _ in lines],
+        positions,
+        [line.product_id for _, line in lines],
+        [line.quantity for _, line in lines],
+        [line.unit_price_cents for _, line in lines],
+        job_id_prefix(JobName.RESERVE_INVENTORY),
+        JobName.RESERVE_INVENTORY.value,
     )
-    return row is not None
+    return {row["id"] for row in rows}
 
 
 async def get(conn: asyncpg.Connection, order_id: int) -> OrderPublic | None:
@@ -331,7 +369,7 @@ async def get_many(
     conn: asyncpg.Connection, order_ids: Sequence[int], *, dead_job_prefix: str | None = None
 ) -> dict[int, tuple[OrderPublic, bool]]:
     """The orders that exist among `order_ids`, each with whether the job `dead_job_prefix` +
-    its id is in the dead-job ledger, not re-driven (False without a prefix)."""
+    its id is recorded as dead and not retried (False without a prefix)."""
     rows = await conn.fetch(
         f"SELECT {_ORDER_COLUMNS},"
         " $2::text IS NOT NULL AND EXISTS (SELECT 1 FROM dead_jobs AS d"

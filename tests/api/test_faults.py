@@ -16,6 +16,7 @@ from shop.catalogue.schemas import ProductPublic
 from tests.api.test_idempotency import keyed
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import api_with, bearer, wait_for
+from tests.processes import writes_held
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -150,14 +151,12 @@ async def test_a_statement_timeout_on_a_locked_row_is_503_and_writes_nothing(
     db: asyncpg.Pool,
 ) -> None:
     product = await make_product()
-    # An operator's long transaction holds the product row: the order's foreign-key check waits
-    # on it until the statement timeout cancels the insert.
+    # An operator's long transaction (a migration, say) locks the orders table: the order's
+    # insert waits on it until the statement timeout cancels it.
     async with (
         api_with(settings, db_statement_timeout_ms=300) as impatient_api,
-        db.acquire() as holder,
-        holder.transaction(),
+        writes_held(db, "orders"),
     ):
-        await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product.id)
         response = await impatient_api.post(
             "/v1/orders", json=order_body((product.id, 1)), headers=bearer(client_key)
         )

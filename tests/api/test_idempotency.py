@@ -1,7 +1,8 @@
 """Idempotency-Key on POST /v1/orders and POST /v1/orders/{id}/cancel, on real Postgres."""
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -9,15 +10,38 @@ import httpx
 import pytest
 
 from shop.catalogue.schemas import ProductPublic
+from shop.clients.auth import hash_api_key
 from tests.api.test_orders import count_rows, order_body
 from tests.app_fixtures import JobRunner, bearer, stock_of, wait_for
-from tests.processes import row_locked
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
 
 def keyed(api_key: str, idempotency_key: str) -> dict[str, str]:
     return {**bearer(api_key), "Idempotency-Key": idempotency_key}
+
+
+@asynccontextmanager
+async def key_row_held(db: asyncpg.Pool, api_key: str, key: str) -> AsyncIterator[None]:
+    """An uncommitted row for the key: a request's write of the same key waits until we leave.
+
+    The request does not see the row (it is not committed), so it goes ahead as a first request
+    and stops at the end of its statement, after the order and before its commit.
+    """
+    async with db.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(
+                "INSERT INTO idempotency_keys (client_id, key, endpoint, request_hash,"
+                " response_status, response_body)"
+                " SELECT id, $2, 'test', '', 0, '' FROM clients WHERE key_hash = $1",
+                hash_api_key(api_key),
+                key,
+            )
+            yield
+        finally:
+            await transaction.rollback()
 
 
 async def api_backend_waiting_for_a_lock(db: asyncpg.Pool) -> int:
@@ -159,8 +183,8 @@ async def test_a_key_whose_first_request_is_still_running_is_409(
     product = await make_product()
     body = order_body((product.id, 1))
 
-    # The order's line references the product, so the first request's write waits for our lock.
-    async with row_locked(db, "products", product.id):
+    # The first request's write of the key waits for ours, after it has written the order.
+    async with key_row_held(db, client_key, "k"):
         first = asyncio.create_task(
             api.post("/v1/orders", json=body, headers=keyed(client_key, "k"))
         )
@@ -185,9 +209,9 @@ async def test_a_request_that_dies_mid_transaction_leaves_neither_order_nor_key(
     product = await make_product()
     body = order_body((product.id, 1))
 
-    # The order row is inserted, its line waits for our lock on the product; then the
-    # connection dies.
-    async with row_locked(db, "products", product.id):
+    # The order, its line and its job are written, the key waits for ours; then the connection
+    # dies.
+    async with key_row_held(db, client_key, "k"):
         first = asyncio.create_task(
             api.post("/v1/orders", json=body, headers=keyed(client_key, "k"))
         )

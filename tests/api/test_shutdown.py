@@ -12,7 +12,7 @@ import pytest
 
 from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
-from tests.processes import ApiProcess, Server, backends_waiting_for_a_lock, row_locked
+from tests.processes import ApiProcess, Server, backends_waiting_for_a_lock, writes_held
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -41,8 +41,8 @@ async def test_sigterm_drains_requests_in_flight_refuses_new_ones_and_closes_the
     }
 
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        # The order's line references the product, so its insert waits for our row lock.
-        async with row_locked(db, "products", product.id):
+        # The order's insert waits for our lock on the table.
+        async with writes_held(db, "orders"):
             in_flight = asyncio.create_task(
                 client.post("/v1/orders", json=body, headers=bearer(client_key))
             )

@@ -4,7 +4,7 @@ Each scenario places orders, injects a fault while they are being processed (kil
 worker, a Redis restart that loses its data, a Postgres restart, the SMTP server gone for a
 while), and then checks the books: every accepted order ends confirmed or rejected, the stock
 adds up and never goes negative, and each confirmed order has exactly one confirmation
-recorded, with no job left in the dead-job ledger.
+recorded, with no job left dead.
 """
 
 import asyncio

@@ -9,22 +9,26 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from devstack.services import LOOPBACK, free_port
+from kit.settings import Settings
+from ops.queue import outcomes_last_hour
 from ordersctl.main import app as ordersctl
 from shop.catalogue.schemas import ProductPublic
+from shop.jobs.keys import STATS_TTL_S, JobOutcome
 from tests.app_fixtures import bearer, wait_for
 from tests.processes import WorkerProcess
+from worker.monitor import WorkerMonitor, observed
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 SpawnWorker = Callable[..., WorkerProcess]
 
 # Short, so that the test waits about a second for a killed worker to drop out.
 FAST_HEARTBEAT = {"WORKER_HEARTBEAT_INTERVAL_S": "0.2", "WORKER_HEARTBEAT_TTL_S": "1"}
-
-pytestmark = pytest.mark.slow
 
 
 async def ctl(*args: str) -> tuple[int, Any]:
@@ -64,6 +68,7 @@ async def place_and_wait_for_email(
     return order_id
 
 
+@pytest.mark.slow
 async def test_a_killed_worker_drops_out_of_ordersctl_workers_within_its_heartbeat_ttl(
     spawn_worker: SpawnWorker,
     api: httpx.AsyncClient,
@@ -106,6 +111,7 @@ async def test_a_killed_worker_drops_out_of_ordersctl_workers_within_its_heartbe
     assert report["checks"]["workers"] == {"ok": False, "detail": "0 live (at least 1 wanted)"}
 
 
+@pytest.mark.slow
 async def test_a_worker_serves_its_own_metrics(
     spawn_worker: SpawnWorker,
     api: httpx.AsyncClient,
@@ -145,3 +151,64 @@ async def test_a_worker_serves_its_own_metrics(
         samples = await scrape()
 
     assert samples[("orders_db_pool_connections", frozenset({"role": "worker"}.items()))] >= 1
+
+
+async def test_jobs_finishing_together_are_counted_by_function_and_outcome(
+    settings: Settings, arq_redis: ArqRedis
+) -> None:
+    monitor = WorkerMonitor(arq_redis, settings)
+
+    await asyncio.gather(
+        monitor.record("reserve_inventory", JobOutcome.COMPLETE, 0.01),
+        monitor.record("reserve_inventory", JobOutcome.COMPLETE, 0.01),
+        monitor.record("send_confirmation", JobOutcome.RETRIED, 0.01),
+        monitor.record("send_confirmation", JobOutcome.FAILED, 0.01),
+    )
+
+    assert await outcomes_last_hour(arq_redis, settings.queue_name) == {
+        "reserve_inventory": {"complete": 2},
+        "send_confirmation": {"failed": 1, "retried": 1},
+    }
+    assert (monitor.done, monitor.retried, monitor.failed) == (2, 1, 1)
+    [key] = await arq_redis.keys(f"{settings.queue_name}:stats:*")
+    assert 0 < await arq_redis.ttl(key) <= STATS_TTL_S
+
+
+async def test_a_cancelled_job_is_still_counted_as_cancelled(
+    settings: Settings, arq_redis: ArqRedis
+) -> None:
+    monitor = WorkerMonitor(arq_redis, settings)
+    started = asyncio.Event()
+
+    async def hang(ctx: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    running = asyncio.create_task(observed("reserve_inventory", hang)({"monitor": monitor}))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert await outcomes_last_hour(arq_redis, settings.queue_name) == {
+        "reserve_inventory": {"cancelled": 1}
+    }
+    assert (monitor.running, monitor.failed) == (0, 1)
+
+
+async def test_a_count_redis_cannot_take_is_lost_without_failing_the_job(
+    settings: Settings,
+) -> None:
+    unreachable = Redis(host=LOOPBACK, port=free_port(), socket_connect_timeout=1)
+    monitor = WorkerMonitor(unreachable, settings)
+
+    async def succeed(ctx: dict[str, Any]) -> str:
+        return "confirmed"
+
+    try:
+        result = await observed("reserve_inventory", succeed)({"monitor": monitor})
+    finally:
+        await unreachable.aclose()
+
+    assert result == "confirmed"
+    assert monitor.done == 1

@@ -1,4 +1,4 @@
-"""Retries, timeouts and the dead-job ledger: what happens to a job that fails, on real services."""
+"""Retries, timeouts and dead jobs: what happens to a job that fails, on real services."""
 
 import asyncio
 import dataclasses
@@ -17,7 +17,7 @@ from arq.jobs import Job
 from kit.errors import Conflict, NotFound
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
-from shop.jobs.dead_jobs import redrive
+from shop.jobs.dead_jobs import retry_dead_job
 from shop.jobs.names import JobName, job_id_for
 from shop.orders import repository as orders_repo
 from tests.app_fixtures import JobRunner, bearer, stock_of
@@ -131,7 +131,7 @@ async def test_a_transient_failure_is_retried_with_backoff_and_then_succeeds(
     assert await dead_jobs(db) == []
 
 
-async def test_a_permanent_failure_is_not_retried_and_is_recorded_in_the_ledger(
+async def test_a_permanent_failure_is_not_retried_and_is_recorded_as_dead(
     fast_jobs: JobRunner, arq_redis: ArqRedis, db: asyncpg.Pool, fast_settings: Settings
 ) -> None:
     missing_order = 424242
@@ -249,7 +249,7 @@ async def test_a_job_that_cannot_be_recorded_is_retried_until_it_can_be(
 
     up = dataclasses.replace(worker_context, settings=fast_settings)
     assert await tasks.reserve_inventory({**ctx, "worker": up}, 7) is None
-    # A second burial of the same death (the worker died before telling ARQ) adds no row.
+    # Recording the same death again (the worker died before telling ARQ) adds no row.
     assert await tasks.reserve_inventory({**ctx, "worker": up}, 7) is None
 
     [dead] = await dead_jobs(db)
@@ -313,7 +313,7 @@ async def test_a_job_that_ignores_cancellation_is_given_up_on_before_arqs_timeou
         await asyncio.wait({work})
 
 
-async def test_a_redriven_job_runs_again_under_a_new_id_and_only_once(
+async def test_a_retried_dead_job_runs_again_under_a_new_id_and_only_once(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
@@ -329,7 +329,7 @@ async def test_a_redriven_job_runs_again_under_a_new_id_and_only_once(
     await fast_jobs.run_until_idle()
     [dead] = await dead_jobs(db)
 
-    new_job_id = await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
+    new_job_id = await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
     await run_queued_jobs(fast_jobs)
 
     assert new_job_id == f"send_confirmation:{order_id}:redrive-{dead['id']}"
@@ -337,13 +337,13 @@ async def test_a_redriven_job_runs_again_under_a_new_id_and_only_once(
     assert await db.fetchval(
         "SELECT confirmation_sent_at IS NOT NULL FROM orders WHERE id = $1", order_id
     )
-    [redriven] = await dead_jobs(db)
-    assert redriven["redriven_at"] is not None
-    assert redriven["redriven_job_id"] == new_job_id
+    [retried] = await dead_jobs(db)
+    assert retried["redriven_at"] is not None
+    assert retried["redriven_job_id"] == new_job_id
     with pytest.raises(Conflict):
-        await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
+        await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"])
     with pytest.raises(NotFound):
-        await redrive(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"] + 1000)
+        await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"] + 1000)
     assert len(mail_sink.messages) == 1
 
 
@@ -455,7 +455,7 @@ async def test_a_transient_failure_of_one_order_retries_the_batch_and_sends_each
     assert await dead_jobs(db) == []
 
 
-async def test_a_batch_that_fails_as_a_whole_is_run_order_by_order_and_only_the_bad_order_is_buried(
+async def test_a_batch_that_fails_as_a_whole_is_run_order_by_order_and_only_the_bad_order_is_dead(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,

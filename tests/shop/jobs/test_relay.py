@@ -120,7 +120,7 @@ async def test_pending_rows_go_to_the_queue_as_batch_jobs_of_one_function_each(
     assert await arq_redis.zcard(settings.queue_name) == 3
 
 
-async def test_jobs_redis_still_has_or_the_ledger_holds_are_not_handed_over_again(
+async def test_jobs_redis_still_has_or_that_are_dead_are_not_handed_over_again(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
@@ -131,16 +131,16 @@ async def test_jobs_redis_still_has_or_the_ledger_holds_are_not_handed_over_agai
 ) -> None:
     product = await make_product(stock=5)
     queued = await place(api, client_key, product.id)
-    buried = await place(api, client_key, product.id)
+    dead = await place(api, client_key, product.id)
     relay = eager_relay(worker_context, arq_redis, settings)
     await relay.deliver_pending()
     await arq_redis.flushall()
     await db.execute(
         "INSERT INTO dead_jobs (job_id, function, args, kwargs, order_id, error, tries)"
         " VALUES ($1, 'reserve_inventory', $2, '{}', $3, 'gave up', 8)",
-        f"reserve_inventory:{buried}",
-        f"[{buried}]",
-        buried,
+        f"reserve_inventory:{dead}",
+        f"[{dead}]",
+        dead,
     )
     await asyncio.sleep(0.05)
 
@@ -148,7 +148,7 @@ async def test_jobs_redis_still_has_or_the_ledger_holds_are_not_handed_over_agai
     await asyncio.sleep(0.05)
     assert await relay.redeliver_lost() == 0  # ARQ has it again, and drops the copy
     assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{queued}") is not None
-    assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{buried}") is None
+    assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{dead}") is None
 
 
 async def test_pokes_that_arrive_while_a_notification_is_in_flight_share_the_next_one(

@@ -1,0 +1,1 @@
+"""One module per group of `ordersctl` commands; `ordersctl.main` puts them together."""
