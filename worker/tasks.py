@@ -79,11 +79,11 @@ def is_transient(exc: Exception) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-# A job's work, given its orders' ids, their request ids, and whether the job was called in the
-# single-order form (`reserve_inventory(42, request_id=...)`: a batch of one, a job queued before
-# batching, a dead job retried by hand) rather than with a list of ids.
+# A job's work, given its ARQ job id, its orders' ids, their request ids, and whether the job was
+# called in the single-order form (`reserve_inventory(42, request_id=...)`: a batch of one, a job
+# queued before batching, a dead job retried by hand) rather than with a list of ids.
 JobFunction = Callable[
-    [WorkerContext, list[int], dict[int, str | None], bool], Awaitable[OrderOutcomes[R]]
+    [WorkerContext, str, list[int], dict[int, str | None], bool], Awaitable[OrderOutcomes[R]]
 ]
 # What ARQ keeps as the job's result: the one order's, or each order's (an error's repr if dead).
 JobResult: TypeAlias = R | dict[int, object] | None
@@ -147,7 +147,8 @@ def _job(
                 return None
             try:
                 outcomes = await _bounded(
-                    _isolating(function, worker, ids, by_order, alone), settings.job_timeout_s
+                    _isolating(function, worker, ctx.get("job_id", ""), ids, by_order, alone),
+                    settings.job_timeout_s,
                 )
             except Exception as exc:
                 if not is_transient(exc) or job_try >= settings.job_max_tries:
@@ -187,13 +188,14 @@ def _retry(settings: Settings, job_try: int, exc: Exception, orders: int | None 
 async def _isolating(
     function: JobFunction[R],
     worker: WorkerContext,
+    job_id: str,
     ids: list[int],
     by_order: dict[int, str | None],
     alone: bool,
 ) -> OrderOutcomes[R]:
     """The batch's outcomes; if it failed as a whole for good, each order's on its own."""
     try:
-        return await function(worker, ids, by_order, alone)
+        return await function(worker, job_id, ids, by_order, alone)
     except Exception as exc:
         if len(ids) == 1 or is_transient(exc):
             raise
@@ -202,7 +204,7 @@ async def _isolating(
     for order_id in ids:
         try:
             outcomes.update(
-                await function(worker, [order_id], {order_id: by_order[order_id]}, False)
+                await function(worker, job_id, [order_id], {order_id: by_order[order_id]}, False)
             )
         except Exception as exc:
             outcomes.fail(order_id, exc)
@@ -275,7 +277,11 @@ async def _record_dead(
 
 @job(JobName.RESERVE_INVENTORY)
 async def reserve_inventory(
-    worker: WorkerContext, order_ids: list[int], request_ids: dict[int, str | None], alone: bool
+    worker: WorkerContext,
+    job_id: str,
+    order_ids: list[int],
+    request_ids: dict[int, str | None],
+    alone: bool,
 ) -> OrderOutcomes[str]:
     outcomes = await inventory.reserve_inventory(
         worker.pool, worker.settings, worker.cache, order_ids, request_ids
@@ -298,13 +304,23 @@ async def reserve_inventory(
 
 @job(JobName.SEND_CONFIRMATION)
 async def send_confirmation(
-    worker: WorkerContext, order_ids: list[int], request_ids: dict[int, str | None], alone: bool
+    worker: WorkerContext,
+    job_id: str,
+    order_ids: list[int],
+    request_ids: dict[int, str | None],
+    alone: bool,
 ) -> OrderOutcomes[bool]:
     # A batch retried for some of its orders leaves out those recorded as dead on an earlier
     # try; a job of one order is that order's, whatever the dead jobs say (a dead job retried by
     # hand may run before its record says it was retried).
     outcomes = await confirmation.send_confirmations(
-        worker.pool, worker.settings, worker.mailer, order_ids, skip_dead=not alone
+        worker.pool,
+        worker.settings,
+        worker.mailer,
+        worker.redis,
+        order_ids,
+        claimant=job_id or None,
+        skip_dead=not alone,
     )
     for order_id, sent in outcomes.done.items():
         log.info(

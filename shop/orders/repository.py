@@ -381,23 +381,6 @@ async def get_many(
     return {row["id"]: (_to_public(row), row["dead"]) for row in rows}
 
 
-# Sending an order's confirmation email is one job's at a time: a job holds a session-level
-# advisory lock keyed by the order id (the one-bigint form, used for nothing else here) from
-# before it reads whether the email is due until after it has recorded the send, so that two jobs
-# that both carry the order (its rows handed over again in another batch) never both send it.
-async def try_lock_confirmations(conn: asyncpg.Connection, order_ids: Sequence[int]) -> list[int]:
-    """Those of `order_ids` whose lock this session took; another session holds the rest."""
-    rows = await conn.fetch(
-        "SELECT id FROM unnest($1::bigint[]) AS id WHERE pg_try_advisory_lock(id)", order_ids
-    )
-    return [row["id"] for row in rows]
-
-
-async def unlock_confirmations(conn: asyncpg.Connection) -> None:
-    """Lets go of every confirmation lock this session holds."""
-    await conn.execute("SELECT pg_advisory_unlock_all()")
-
-
 async def mark_cancelled(conn: asyncpg.Connection, order_id: int) -> None:
     await conn.execute(
         "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE id = $1", order_id

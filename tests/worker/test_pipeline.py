@@ -85,7 +85,11 @@ async def test_running_the_jobs_again_changes_nothing(
         worker_context.pool, worker_context.settings, worker_context.cache, [order_id]
     )
     resent = await send_confirmations(
-        worker_context.pool, worker_context.settings, worker_context.mailer, [order_id]
+        worker_context.pool,
+        worker_context.settings,
+        worker_context.mailer,
+        worker_context.redis,
+        [order_id],
     )
 
     assert again.done == {order_id: "confirmed"}
@@ -124,7 +128,11 @@ async def test_a_batchs_confirmations_are_sent_together_and_noted_in_one_stateme
     monkeypatch.setattr(orders_repo, "mark_confirmations_sent", recorded)
 
     outcomes = await send_confirmations(
-        worker_context.pool, worker_context.settings, worker_context.mailer, order_ids
+        worker_context.pool,
+        worker_context.settings,
+        worker_context.mailer,
+        worker_context.redis,
+        order_ids,
     )
 
     assert outcomes.done == {order_ids[0]: False, **dict.fromkeys(order_ids[1:], True)}

@@ -7,9 +7,11 @@ import asyncpg
 import httpx
 
 from kit.errors import PermanentJobError
+from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from shop.fulfilment.confirmation import send_confirmations
 from shop.fulfilment.inventory import reserve_inventory
+from shop.jobs.keys import confirmation_claim_key
 from tests.app_fixtures import bearer
 from worker.context import WorkerContext
 
@@ -37,7 +39,7 @@ async def confirmed_orders(
 
 async def send(worker: WorkerContext, order_ids: list[int], **options: Any) -> Any:
     return await send_confirmations(
-        worker.pool, worker.settings, worker.mailer, order_ids, **options
+        worker.pool, worker.settings, worker.mailer, worker.redis, order_ids, **options
     )
 
 
@@ -72,24 +74,44 @@ async def test_an_order_whose_email_another_job_is_sending_is_left_to_that_job(
     client_key: str,
     make_product: MakeProduct,
     worker_context: WorkerContext,
+    settings: Settings,
     mail_sink: Any,
-    db: asyncpg.Pool,
 ) -> None:
     product = await make_product(stock=10)
     busy, free = await confirmed_orders(api, client_key, product, worker_context, 2)
-    async with db.acquire() as other_job:
-        assert await other_job.fetchval("SELECT pg_try_advisory_lock($1::bigint)", busy)
-        try:
-            outcomes = await send(worker_context, [busy, free])
-        finally:
-            await other_job.execute("SELECT pg_advisory_unlock_all()")
+    redis = worker_context.redis
+    await redis.set(confirmation_claim_key(settings.queue_name, busy), "send_confirmation:other")
+
+    outcomes = await send(worker_context, [busy, free], claimant="send_confirmation:this")
 
     assert outcomes.done == {busy: False, free: True}
     assert [message["To"] for message in mail_sink.messages] == ["customer-1@example.com"]
-    # The locks this batch took are gone with it.
-    async with db.acquire() as conn:
-        assert await conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", free)
-        await conn.execute("SELECT pg_advisory_unlock_all()")
+    # This job's claim is gone with it; the other job's is left alone.
+    assert await redis.get(confirmation_claim_key(settings.queue_name, free)) is None
+    assert await redis.get(confirmation_claim_key(settings.queue_name, busy)) == (
+        b"send_confirmation:other"
+    )
+
+
+async def test_a_jobs_next_try_takes_up_its_own_claims(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    worker_context: WorkerContext,
+    settings: Settings,
+    mail_sink: Any,
+) -> None:
+    product = await make_product(stock=10)
+    [order_id] = await confirmed_orders(api, client_key, product, worker_context, 1)
+    # Left by the job's try that died, or whose release did not reach Redis.
+    key = confirmation_claim_key(settings.queue_name, order_id)
+    await worker_context.redis.set(key, "send_confirmation:batch-7", px=15_000)
+
+    outcomes = await send(worker_context, [order_id], claimant="send_confirmation:batch-7")
+
+    assert outcomes.done == {order_id: True}
+    assert len(mail_sink.messages) == 1
+    assert await worker_context.redis.get(key) is None
 
 
 async def test_one_refused_recipient_or_missing_order_fails_alone(
