@@ -85,9 +85,8 @@ async def test_a_worker_killed_while_reserving_stock_is_replaced_and_stock_is_ta
         killed_at = time.monotonic()
 
     spawn_worker()
-    # The reservation is one statement, which Postgres finishes (and commits) once its locks
-    # are granted even though the worker that sent it is gone: the order may be confirmed
-    # before the job runs again, and the job's second try then finds nothing left to do.
+    # The reservation is a transaction of the worker that is gone: Postgres rolls it back, and
+    # the job's second try reserves the order.
     job = Job(job_id_for(JobName.RESERVE_INVENTORY, order_id), arq_redis)
 
     async def ran_again() -> bool:
