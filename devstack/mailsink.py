@@ -74,6 +74,8 @@ class MailSink:
         self._on_delivery = on_delivery
         self._deliveries: list[Delivery] = []
         self._rejections: list[str] = []
+        # Recipient address -> the reply its RCPT TO gets instead of 250.
+        self._refused: dict[str, str] = {}
         # Guards the lists and the Maildir, shared by the SMTP thread and the caller's thread.
         self._changed = threading.Condition()
         self._controller: Controller | None = None
@@ -100,6 +102,7 @@ class MailSink:
         with self._changed:
             self._deliveries.clear()
             self._rejections.clear()
+            self._refused.clear()
             if self._maildir is not None:
                 self._maildir.clear()
 
@@ -121,6 +124,11 @@ class MailSink:
         """Answer the next `count` messages with `reply` (a 4xx or 5xx line) and drop them."""
         with self._changed:
             self._rejections.extend([reply] * count)
+
+    def refuse_recipient(self, address: str, reply: str = "550 5.1.1 No such mailbox") -> None:
+        """Answer RCPT TO `address` with `reply` (a 4xx or 5xx line), until cleared."""
+        with self._changed:
+            self._refused[address.lower()] = reply
 
     def start(self) -> None:
         if self._controller is not None:
@@ -153,6 +161,21 @@ class MailSink:
         # Nothing harsher exists for a thread in this process; to the SMTP client, dropped
         # sessions and a closed port look the same as a crashed server.
         self.stop()
+
+    async def handle_RCPT(  # noqa: N802 -- the hook name aiosmtpd calls
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        with self._changed:
+            refusal = self._refused.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 -- the hook name aiosmtpd calls
         with self._changed:

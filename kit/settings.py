@@ -54,7 +54,16 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=20_000, ge=1)
 
     queue_name: str = "orders:queue"
+    # Outbox rows each relay claims at a time.
     outbox_batch_size: int = Field(default=200, ge=1)
+    # Orders per job: claimed rows of one function go to the queue as jobs of up to this many
+    # orders each, each job one reservation transaction or one round of emails (1: a job per
+    # order, as before batching).
+    job_batch_size: int = Field(default=100, ge=1)
+    # After a claim that found rows, a relay waits this long before it claims again, so that
+    # under load each claim collects many orders rather than the one or two committed since the
+    # last; a relay that was idle hands over a new row at once.
+    outbox_linger_s: float = Field(default=0.02, ge=0)
     outbox_sweep_interval_s: float = Field(default=2.0, gt=0)
     # A job handed over this long ago whose work is not done is handed over again, in case
     # Redis lost it; ARQ drops the copy if it still has the job or its result.

@@ -6,7 +6,6 @@ from redis.asyncio import Redis
 
 from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
-from shop.fulfilment.confirmation import SentConfirmations
 from shop.fulfilment.mail import Mailer
 from shop.webhooks.delivery import WebhookSender
 
@@ -20,7 +19,6 @@ class WorkerContext:
     redis: Redis
     cache: ProductCache
     mailer: Mailer
-    sent_confirmations: SentConfirmations
     webhooks: WebhookSender
     # Tells this process's outbox relay that a job committed to the outbox just now (the relay
     # is started after the context exists: see worker.settings.startup).

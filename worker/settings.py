@@ -20,7 +20,6 @@ from kit.metrics import mark_process_dead
 from kit.redis import create_redis
 from kit.settings import Settings, get_settings
 from shop.catalogue.cache import ProductCache
-from shop.fulfilment.confirmation import SentConfirmations
 from shop.fulfilment.mail import Mailer
 from shop.jobs.names import JobName
 from shop.jobs.relay import OutboxRelay
@@ -61,7 +60,6 @@ async def create_worker_context(settings: Settings) -> WorkerContext:
         redis=redis,
         cache=ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s),
         mailer=Mailer(settings),
-        sent_confirmations=SentConfirmations(pool, settings),
         webhooks=WebhookSender(settings),
     )
 

@@ -1,98 +1,63 @@
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from shop.jobs.names import JobName, job_id_for
-from shop.models import OrderStatus
+from shop.jobs.names import JobName, job_id_prefix
 
-# Reserving an order's stock in one statement, so one round trip and one atomic commit: lock the
-# order, lock its products, take the stock (or reject the order naming what is short), and
-# record the confirmation job in the outbox. Locks are taken order row first, then products in
-# id order, as every transaction that changes stock takes them, so none can wait in a cycle.
-#
-# The statement's parts run in an order Postgres does not promise for sibling CTEs; the order
-# here is forced instead by scalar subqueries, which Postgres evaluates in full before the scan
-# that needs them returns (or locks) a row: the lines are read only once the order row is
-# locked, products are locked only once the lines are known, and the stock is taken only from
-# products all locked already. A `FOR UPDATE` that waited for another transaction returns the
-# row as that transaction left it, and the UPDATE applies its change to that version too.
-_RESERVE = """
-WITH locked_order AS MATERIALIZED (
-    SELECT id, status FROM orders WHERE id = $1 FOR UPDATE
-), line AS MATERIALIZED (
-    -- No lines unless the order is pending: for any other order nothing below has rows.
-    SELECT product_id, quantity FROM order_lines
-    WHERE order_id = (SELECT id FROM locked_order WHERE status = 'pending')
-), stock AS MATERIALIZED (
-    -- NO KEY: orders being placed check their lines' products with KEY SHARE locks, which a
-    -- plain FOR UPDATE would make wait until this reservation's commit is flushed.
-    SELECT id, stock FROM products
-    WHERE id = any((SELECT array_agg(product_id) FROM line)::bigint[])
-    ORDER BY id FOR NO KEY UPDATE
-), shortage AS MATERIALIZED (
-    SELECT string_agg(
-               format('product %s (requested %s, available %s)',
-                      line.product_id, line.quantity, coalesce(stock.stock, 0)),
-               ', ' ORDER BY line.product_id) AS products
-    FROM line LEFT JOIN stock ON stock.id = line.product_id
-    WHERE coalesce(stock.stock, 0) < line.quantity
-), taken AS (
-    -- The CHECK (stock >= 0) stays the backstop.
-    UPDATE products SET stock = products.stock - line.quantity, updated_at = now()
-    FROM line
-    WHERE products.id = any((SELECT array_agg(id) FROM stock)::bigint[])
-      AND products.id = line.product_id
-      AND (SELECT products FROM shortage) IS NULL
+# What a batch reservation writes, in one statement once every row it changes is locked (the
+# orders by orders_repo.lock_many, then their products by products_repo.lock_stock): each product's
+# stock taken once for the whole batch, each order confirmed or rejected, and the confirmation job
+# of each confirmed order in the outbox. The CHECK (stock >= 0) stays the backstop.
+_APPLY = """
+WITH taken AS (
+    UPDATE products SET stock = products.stock - take.quantity, updated_at = now()
+    FROM unnest($1::bigint[], $2::int[]) AS take(product_id, quantity)
+    WHERE products.id = take.product_id
+    RETURNING products.id, products.stock
 ), decided AS (
     UPDATE orders SET
-        status = CASE WHEN shortage.products IS NULL THEN 'confirmed' ELSE 'rejected' END,
-        confirmed_at = CASE WHEN shortage.products IS NULL THEN now() END,
-        rejected_at = CASE WHEN shortage.products IS NOT NULL THEN now() END,
-        rejection_reason = 'Not enough stock for ' || shortage.products || '.'
-    FROM shortage
-    WHERE orders.id = (SELECT id FROM locked_order WHERE status = 'pending')
-    RETURNING orders.status
+        status = decision.status,
+        confirmed_at = CASE WHEN decision.status = 'confirmed' THEN now() END,
+        rejected_at = CASE WHEN decision.status = 'rejected' THEN now() END,
+        rejection_reason = decision.reason
+    FROM unnest($3::bigint[], $4::text[], $5::text[]) AS decision(order_id, status, reason)
+    WHERE orders.id = decision.order_id
 ), job AS (
     INSERT INTO outbox (job_id, function, args, order_id, request_id)
-    SELECT $2, $3, jsonb_build_array($1::bigint), $1, $4
-    FROM decided WHERE decided.status = 'confirmed'
+    SELECT $6 || confirmed.order_id, $7, jsonb_build_array(confirmed.order_id),
+           confirmed.order_id, confirmed.request_id
+    FROM unnest($8::bigint[], $9::text[]) AS confirmed(order_id, request_id)
+    ORDER BY confirmed.order_id
     ON CONFLICT (job_id) DO NOTHING
 )
-SELECT locked_order.status AS before, (SELECT status FROM decided) AS after,
-       (SELECT array_agg(product_id ORDER BY product_id) FROM order_lines
-        WHERE order_id = $1) AS product_ids
-FROM locked_order
+SELECT id, stock FROM taken
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    # What the order was when locked: only a pending order is reserved.
-    before: OrderStatus
-    # Confirmed or rejected by this reservation; None when the order was not pending.
-    after: OrderStatus | None
-    # The order's products, in id order.
-    product_ids: list[int]
-
-
-async def reserve(
-    conn: asyncpg.Connection, order_id: int, request_id: str | None
-) -> Reservation | None:
-    """Reserves a pending order's stock (see _RESERVE); None when there is no such order.
-
-    Its own transaction, or part of the caller's (which then holds its locks until it ends).
-    """
-    row = await conn.fetchrow(
-        _RESERVE,
-        order_id,
-        job_id_for(JobName.SEND_CONFIRMATION, order_id),
+async def apply(
+    conn: asyncpg.Connection,
+    *,
+    taken: Mapping[int, int],
+    confirmed: Mapping[int, str | None],
+    rejected: Mapping[int, str],
+) -> dict[int, int]:
+    """Takes `taken` (quantity by product id), confirms `confirmed` (request id by order id),
+    writing their confirmation jobs, rejects `rejected` (reason by order id); returns the new
+    stock of the products taken from. Call inside the transaction that locked them all."""
+    decided: Sequence[tuple[int, str, str | None]] = [
+        *((order_id, "confirmed", None) for order_id in confirmed),
+        *((order_id, "rejected", reason) for order_id, reason in rejected.items()),
+    ]
+    rows = await conn.fetch(
+        _APPLY,
+        list(taken),
+        list(taken.values()),
+        [order_id for order_id, _, _ in decided],
+        [status for _, status, _ in decided],
+        [reason for _, _, reason in decided],
+        job_id_prefix(JobName.SEND_CONFIRMATION),
         JobName.SEND_CONFIRMATION.value,
-        request_id,
+        list(confirmed),
+        list(confirmed.values()),
     )
-    if row is None:
-        return None
-    return Reservation(
-        before=OrderStatus(row["before"]),
-        after=None if row["after"] is None else OrderStatus(row["after"]),
-        product_ids=list(row["product_ids"] or ()),
-    )
+    return {row["id"]: row["stock"] for row in rows}

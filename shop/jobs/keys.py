@@ -42,3 +42,9 @@ def parse_outcome_field(field: str) -> tuple[str, str]:
 # overwritten by every worker).
 def worker_key_prefix(queue: str) -> str:
     return f"{queue}:worker:"
+
+
+# An order whose confirmation email a job is sending: that job's id, from before it reads whether
+# the email is due until the send is recorded (shop.fulfilment.confirmation).
+def confirmation_claim_key(queue: str, order_id: int) -> str:
+    return f"{queue}:sending:{order_id}"

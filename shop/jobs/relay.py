@@ -5,14 +5,21 @@ relays after the commit: the API through a `RelayWaker`'s NOTIFY on the `outbox`
 by calling its own worker's relay directly. The relay also wakes on a timer (the sweep), so that
 anything missed while Redis or the listener was down, a notification lost to a crash, or a job
 written by another worker process is delivered without anyone acting. Delivery is at least once;
-job ids derived from the order make ARQ drop a second copy, and the jobs themselves do nothing
-if their work is done. Jobs whose work is still not done long after they were handed over are
-handed over again, since Redis may have lost them.
+job ids derived from the outbox rows make ARQ drop a second copy of the same rows, and the jobs
+themselves do nothing for an order whose work is done. Jobs whose work is still not done long
+after they were handed over are handed over again, since Redis may have lost them.
+
+Rows are claimed in batches, and the rows of one function in a claim go to the queue as jobs of
+up to `JOB_BATCH_SIZE` orders each (shop.jobs.names): under load one job and one transaction
+carry many orders, which is what lets a hot product's row take more than one order per commit
+and keeps the queue's per-job cost off each order. A relay that handed rows over waits
+`OUTBOX_LINGER_S` before its next claim, so that the rows committed meanwhile go together.
 """
 
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -26,6 +33,7 @@ from kit.db import UNAVAILABLE_ERRORS, connection
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
 from shop.jobs import outbox_repository as outbox_repo
+from shop.jobs.names import JobName, batch_job_id
 from shop.jobs.outbox_repository import PendingJob
 
 log = structlog.get_logger(__name__)
@@ -88,6 +96,55 @@ class RelayWaker:
             await self._task
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """One ARQ job as the relay queues it, and the outbox rows it carries."""
+
+    job_id: str
+    function: str
+    args: tuple[object, ...]
+    kwargs: dict[str, Any]
+    rows: tuple[PendingJob, ...]
+
+
+def _single(row: PendingJob) -> QueuedJob:
+    kwargs: dict[str, Any] = {} if row.request_id is None else {"request_id": row.request_id}
+    return QueuedJob(row.job_id, row.function, tuple(row.args), kwargs, (row,))
+
+
+def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
+    """The jobs that carry `rows`: those of one order-taking function in groups of at most
+    `batch_size`, in row order, each called with its orders' ids (and their request ids); a
+    group of one, or a row of any other kind, as the row's own job."""
+    batchable = {name.value for name in JobName}
+    groups: dict[str, list[PendingJob]] = {}
+    jobs: list[QueuedJob] = []
+    for row in rows:
+        if row.function in batchable and len(row.args) == 1 and isinstance(row.args[0], int):
+            groups.setdefault(row.function, []).append(row)
+        else:
+            jobs.append(_single(row))
+    for function, group in groups.items():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            if len(chunk) == 1:
+                jobs.append(_single(chunk[0]))
+                continue
+            kwargs: dict[str, Any] = {}
+            if any(row.request_id is not None for row in chunk):
+                kwargs["request_ids"] = [row.request_id for row in chunk]
+            jobs.append(
+                QueuedJob(
+                    batch_job_id(function, [row.id for row in chunk]),
+                    function,
+                    ([row.args[0] for row in chunk],),
+                    kwargs,
+                    tuple(chunk),
+                )
+            )
+    return jobs
+
+
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, queue: ArqRedis, settings: Settings) -> None:
         self._pool = pool
@@ -97,32 +154,31 @@ class OutboxRelay:
         self.delivered_total = 0
         self._enqueue_script = queue.register_script(_ENQUEUE_SCRIPT)
 
-    async def _enqueue(self, jobs: list[PendingJob]) -> set[str]:
-        """Queues the jobs whose ids ARQ does not have (queued, running or done); returns those ids.
+    async def _enqueue(self, rows: list[PendingJob]) -> list[QueuedJob]:
+        """Queues the rows as batch jobs, each unless ARQ has its id (queued, running or done);
+        returns the jobs queued.
 
         What `ArqRedis.enqueue_job` does for one job (a WATCH, an EXISTS, then MULTI/EXEC: three
-        round trips on a connection of its own), done for the whole batch in one script, which
+        round trips on a connection of its own), done for all of them in one script, which
         Redis runs atomically: the same job key, payload, expiry and score, the same check.
         """
+        jobs = batch_jobs(rows, self._settings.job_batch_size)
         enqueued_at_ms = timestamp_ms()
         keys = [self._settings.queue_name]
         args: list[bytes | str | int] = [self._queue.expires_extra_ms, enqueued_at_ms]
         for job in jobs:
-            kwargs: dict[str, Any] = {}
-            if job.request_id is not None:
-                kwargs["request_id"] = job.request_id
             payload = serialize_job(
                 job.function,
-                tuple(job.args),
-                kwargs,
+                job.args,
+                job.kwargs,
                 None,
                 enqueued_at_ms,
                 serializer=self._queue.job_serializer,
             )
             keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
             args += [job.job_id, payload]
-        queued = await self._enqueue_script(keys=keys, args=args)
-        return {job_id.decode() for job_id in queued}
+        queued = {job_id.decode() for job_id in await self._enqueue_script(keys=keys, args=args)}
+        return [job for job in jobs if job.job_id in queued]
 
     async def deliver_pending(self) -> int:
         """Delivers every pending job, batch by batch; returns how many were delivered."""
@@ -166,9 +222,17 @@ class OutboxRelay:
             queued = await self._enqueue(batch)
             # Restarts the clock, so each unfinished job is looked at once per period.
             await outbox_repo.mark_delivered(conn, [job.id for job in batch])
-        lost = [job.job_id for job in batch if job.job_id in queued]
+        # Rows handed over again in the same batch as before are dropped by ARQ if it still has
+        # that job; in a batch of other rows they are queued again, and the job finds the work
+        # of any order that is done (or in hand elsewhere) and skips it.
+        lost = [row.job_id for job in queued for row in job.rows]
         if lost:
-            log.warning("outbox_redelivered", jobs=len(lost), job_ids=lost[:20])
+            log.warning(
+                "outbox_redelivered",
+                jobs=len(lost),
+                job_ids=lost[:20],
+                batch_job_ids=[job.job_id for job in queued][:20],
+            )
         return len(lost)
 
     def wake(self, *_: object) -> None:
@@ -193,6 +257,9 @@ class OutboxRelay:
                         await self.redeliver_lost()
                         next_redelivery = time.monotonic() + self._settings.outbox_sweep_interval_s
                     backoff_s = 0.0
+                    if count and self._settings.outbox_linger_s:
+                        # Rows committed meanwhile wake us and go in the next claim, together.
+                        await asyncio.sleep(self._settings.outbox_linger_s)
                 except Exception as exc:  # the relay must outlive any single failure
                     backoff_s = min(_MAX_BACKOFF_S, max(0.1, backoff_s * 2))
                     log.warning("outbox_delivery_failed", error=repr(exc), retry_in_s=backoff_s)

@@ -11,10 +11,10 @@ from shop.orders.idempotency_repository import StoredKey
 from shop.orders.schemas import Customer, OrderLinePublic, OrderPublic
 from shop.webhooks import repository as webhooks_repo
 
-_SELECT_ORDERS = """
-SELECT o.id, o.status, o.customer_email, o.customer_name, o.total_cents, o.currency,
+_ORDER_COLUMNS = """o.id, o.status, o.customer_email, o.customer_name, o.total_cents, o.currency,
        o.created_at, o.confirmed_at, o.rejected_at, o.cancelled_at, o.rejection_reason,
-       o.confirmation_sent_at, lines.product_ids, lines.quantities, lines.unit_prices
+       o.confirmation_sent_at, lines.product_ids, lines.quantities, lines.unit_prices"""
+_ORDERS_WITH_LINES = """
 FROM orders AS o
 CROSS JOIN LATERAL (
     SELECT array_agg(l.product_id ORDER BY l.position) AS product_ids,
@@ -23,6 +23,7 @@ CROSS JOIN LATERAL (
     FROM order_lines AS l WHERE l.order_id = o.id
 ) AS lines
 """
+_SELECT_ORDERS = f"SELECT {_ORDER_COLUMNS}{_ORDERS_WITH_LINES}"
 
 # The lines, the outbox row for the inventory job, and the order.created event with its webhook
 # deliveries, for each order that new_order inserted.
@@ -340,6 +341,48 @@ async def lock(
         product_ids=[line["product_id"] for line in lines],
         quantities=[line["quantity"] for line in lines],
     )
+
+
+async def lock_many(conn: asyncpg.Connection, order_ids: Sequence[int]) -> list[LockedOrder]:
+    """The orders that exist among `order_ids`, locked in id order until the transaction ends,
+    with their lines in product id order; in id order."""
+    rows = await conn.fetch(
+        "SELECT o.id, o.status, lines.product_ids, lines.quantities"
+        " FROM (SELECT id, status FROM orders WHERE id = any($1::bigint[])"
+        "       ORDER BY id FOR UPDATE) AS o"
+        " CROSS JOIN LATERAL ("
+        "   SELECT coalesce(array_agg(l.product_id ORDER BY l.product_id), '{}') AS product_ids,"
+        "          coalesce(array_agg(l.quantity ORDER BY l.product_id), '{}') AS quantities"
+        "   FROM order_lines AS l WHERE l.order_id = o.id"
+        " ) AS lines"
+        " ORDER BY o.id",
+        order_ids,
+    )
+    return [
+        LockedOrder(
+            id=row["id"],
+            status=OrderStatus(row["status"]),
+            product_ids=list(row["product_ids"]),
+            quantities=list(row["quantities"]),
+        )
+        for row in rows
+    ]
+
+
+async def get_many(
+    conn: asyncpg.Connection, order_ids: Sequence[int], *, dead_job_prefix: str | None = None
+) -> dict[int, tuple[OrderPublic, bool]]:
+    """The orders that exist among `order_ids`, each with whether the job `dead_job_prefix` +
+    its id is recorded as dead and not retried (False without a prefix)."""
+    rows = await conn.fetch(
+        f"SELECT {_ORDER_COLUMNS},"
+        " $2::text IS NOT NULL AND EXISTS (SELECT 1 FROM dead_jobs AS d"
+        "   WHERE d.job_id = $2 || o.id AND d.redriven_at IS NULL) AS dead"
+        f"{_ORDERS_WITH_LINES}WHERE o.id = any($1::bigint[])",
+        order_ids,
+        dead_job_prefix,
+    )
+    return {row["id"]: (_to_public(row), row["dead"]) for row in rows}
 
 
 async def mark_cancelled(conn: asyncpg.Connection, order_id: int) -> None:

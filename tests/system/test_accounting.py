@@ -3,7 +3,8 @@
 Eight clients place 25 orders each, concurrently, every one with an Idempotency-Key; some orders
 are sent twice (one after the other, or both at once as a client that timed out would), and
 two clients' keys collide on purpose since keys belong to the client. Mid-run the worker is
-killed with kill -9 and another takes its place. Afterwards the history the clients saw is
+killed with kill -9 in the middle of a batch, orders placed before and after it in the queue,
+and another takes its place. Afterwards the history the clients saw is
 checked against what the system did:
 
 - lost: an order a client was told was accepted (201) that never finished (confirmed with its
@@ -57,6 +58,9 @@ class History:
     replays: int = 0
     in_progress: int = 0
     refused: list[str] = field(default_factory=list)
+    # Clients halfway through their orders wait here until the worker has been held up.
+    halfway: int = 0
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def send(
@@ -88,6 +92,9 @@ async def client_run(
 ) -> None:
     rng = random.Random(client)
     for n in range(ORDERS_PER_CLIENT):
+        if n == ORDERS_PER_CLIENT // 2:
+            history.halfway += 1
+            await history.resume.wait()
         # Clients 0 and 1 use the same key strings: keys are scoped to the client.
         idempotency_key = f"order-{n}" if client < 2 else f"client-{client}-order-{n}"
         email = f"c{client}-o{n}@example.com"
@@ -129,24 +136,33 @@ async def test_no_order_is_lost_duplicated_or_unexpected_when_a_worker_is_killed
     first = spawn_worker(**WORKER_ENV)
     workers = [first]
 
+    async def done_and_pending() -> tuple[int, int]:
+        done, pending = await db.fetchrow(
+            "SELECT count(*) FILTER (WHERE status <> 'pending'),"
+            " count(*) FILTER (WHERE status = 'pending') FROM orders"
+        )
+        return done, pending
+
     async def kill_and_replace_the_worker() -> float:
-        async def busy() -> bool:
-            done, pending = await db.fetchrow(
-                "SELECT count(*) FILTER (WHERE status <> 'pending'),"
-                " count(*) FILTER (WHERE status = 'pending') FROM orders"
-            )
-            return bool(done >= KILL_AFTER_FINISHED and pending >= KILL_AFTER_FINISHED)
+        async def halfway_and_some_done() -> bool:
+            done, _ = await done_and_pending()
+            return history.halfway == CLIENTS and done >= KILL_AFTER_FINISHED
 
-        async def stuck() -> bool:
-            return await backends_waiting_for_a_lock(db, "orders-worker") >= 1
+        async def stuck_with_orders_behind() -> bool:
+            _, pending = await done_and_pending()
+            waiting = await backends_waiting_for_a_lock(db, "orders-worker")
+            return waiting >= 1 and pending >= KILL_AFTER_FINISHED
 
-        await wait_for(busy, timeout_s=60)
-        # With every product row locked, the worker's reservations wait: it dies mid-job.
+        # The worker keeps up with the clients (what they placed meanwhile goes in one batch):
+        # they wait halfway until it is held up, so that orders queue behind the batch it dies in.
+        await wait_for(halfway_and_some_done, timeout_s=60)
+        # With every product row locked, the worker's reservations wait: it dies mid-batch.
         async with db.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM products ORDER BY id FOR UPDATE")
             mail_sink.stop()
             await asyncio.sleep(0.5)  # any email the server accepted has been recorded by now
-            await wait_for(stuck, timeout_s=30)
+            history.resume.set()
+            await wait_for(stuck_with_orders_behind, timeout_s=30)
             first.kill()
         killed_at = time.monotonic()
         workers.append(spawn_worker(**WORKER_ENV))

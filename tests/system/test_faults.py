@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from arq.connections import ArqRedis
 
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
@@ -166,6 +167,42 @@ async def test_kill_9_of_a_worker_mid_job(
     print(f"\nkill -9 mid-job: all settled {settled_s:.1f} s after the kill; {counts}")
 
 
+async def test_kill_9_of_a_worker_in_the_middle_of_a_batch(
+    books: Books,
+    db: asyncpg.Pool,
+    mail_sink: Any,
+    settings: Settings,
+    arq_redis: ArqRedis,
+    spawn_worker: SpawnWorker,
+) -> None:
+    contended = next(iter(books.products))
+    await books.place_many(20)
+    await books.place_many(10, contended)
+    async with row_locked(db, "products", contended):
+        worker = spawn_worker(**WORKER_ENV)
+
+        async def batch_stuck() -> bool:
+            batches = [
+                key
+                async for key in arq_redis.scan_iter("arq:in-progress:reserve_inventory:batch-*")
+            ]
+            return bool(batches) and await backends_waiting_for_a_lock(db, "orders-worker") >= 1
+
+        # One job holds every order's row and has locked the products before the contended one.
+        await wait_for(batch_stuck, timeout_s=30)
+        worker.kill()
+        killed_at = time.monotonic()
+        assert await db.fetchval("SELECT count(*) FROM orders WHERE status = 'pending'") == 30
+        await books.place_many(10, avoid=contended)
+    replacement = spawn_worker(**WORKER_ENV)
+    await settle(books, db, [worker, replacement])
+
+    # Nothing of the killed batch was committed, and it was reserved once when it ran again.
+    counts = await check_the_books(books, db, mail_sink, settings)
+    settled_s = time.monotonic() - killed_at
+    print(f"\nkill -9 mid-batch: all settled {settled_s:.1f} s after the kill; {counts}")
+
+
 async def test_redis_restarts_and_loses_the_queue(
     books: Books,
     db: asyncpg.Pool,
@@ -175,11 +212,12 @@ async def test_redis_restarts_and_loses_the_queue(
     spawn_worker: SpawnWorker,
 ) -> None:
     contended = next(iter(books.products))
-    # Four jobs at a time, so that while four wait for the locked row the rest sit in Redis.
+    # Four jobs of two orders at a time, so that while four wait for the locked row the rest
+    # sit in Redis.
     await books.place_many(10)
     await books.place_many(10, contended)
     async with row_locked(db, "products", contended):
-        worker = spawn_worker(WORKER_MAX_JOBS="4", **WORKER_ENV)
+        worker = spawn_worker(WORKER_MAX_JOBS="4", JOB_BATCH_SIZE="2", **WORKER_ENV)
 
         async def busy() -> bool:
             return await backends_waiting_for_a_lock(db, "orders-worker") >= 4

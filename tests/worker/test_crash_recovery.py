@@ -85,9 +85,8 @@ async def test_a_worker_killed_while_reserving_stock_is_replaced_and_stock_is_ta
         killed_at = time.monotonic()
 
     spawn_worker()
-    # The reservation is one statement, which Postgres finishes (and commits) once its locks
-    # are granted even though the worker that sent it is gone: the order may be confirmed
-    # before the job runs again, and the job's second try then finds nothing left to do.
+    # The reservation is a transaction of the worker that is gone: Postgres rolls it back, and
+    # the job's second try reserves the order.
     job = Job(job_id_for(JobName.RESERVE_INVENTORY, order_id), arq_redis)
 
     async def ran_again() -> bool:
@@ -172,7 +171,8 @@ async def test_sigterm_lets_a_running_job_finish_and_requeues_one_that_cannot_in
 
     async with row_locked(db, "products", slow.id):
         async with row_locked(db, "products", quick.id):
-            worker = spawn_worker(WORKER_SHUTDOWN_GRACE_S="3")
+            # A job per order, so that one can finish within the grace period and one cannot.
+            worker = spawn_worker(WORKER_SHUTDOWN_GRACE_S="3", JOB_BATCH_SIZE="1")
             await wait_for(until_waiting_for_a_lock(db, 2), timeout_s=30)
             worker.signal(signal.SIGTERM)
             await asyncio.sleep(0.5)  # the worker has begun its grace period

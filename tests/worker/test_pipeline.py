@@ -12,7 +12,7 @@ import pytest
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
-from shop.fulfilment.confirmation import send_confirmation
+from shop.fulfilment.confirmation import send_confirmations
 from shop.fulfilment.inventory import reserve_inventory
 from shop.fulfilment.mail import confirmation_message_id
 from shop.jobs.relay import OutboxRelay
@@ -82,32 +82,37 @@ async def test_running_the_jobs_again_changes_nothing(
     await jobs.run_until_idle()
 
     again = await reserve_inventory(
-        worker_context.pool, worker_context.settings, worker_context.cache, order_id
+        worker_context.pool, worker_context.settings, worker_context.cache, [order_id]
     )
-    resent = await send_confirmation(
+    resent = await send_confirmations(
         worker_context.pool,
         worker_context.settings,
         worker_context.mailer,
-        worker_context.sent_confirmations,
-        order_id,
+        worker_context.redis,
+        [order_id],
     )
 
-    assert again == "confirmed"
-    assert resent is False
+    assert again.done == {order_id: "confirmed"}
+    assert resent.done == {order_id: False}
     assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 1
 
 
-async def test_confirmations_sent_together_are_noted_in_one_statement(
+async def test_a_batchs_confirmations_are_sent_together_and_noted_in_one_statement(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
+    jobs: JobRunner,
     db: asyncpg.Pool,
+    mail_sink: Any,
     worker_context: WorkerContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     product = await make_product(stock=10)
     order_ids = [await place(api, client_key, product.id, 1) for _ in range(4)]
+    await reserve_inventory(
+        worker_context.pool, worker_context.settings, worker_context.cache, order_ids
+    )
     noted_before = await db.fetchval(
         "UPDATE orders SET confirmation_sent_at = now() - interval '1 hour' WHERE id = $1"
         " RETURNING confirmation_sent_at",
@@ -117,14 +122,22 @@ async def test_confirmations_sent_together_are_noted_in_one_statement(
     mark = orders_repo.mark_confirmations_sent
 
     async def recorded(conn: asyncpg.Connection, ids: list[int]) -> None:
-        statements.append(list(ids))
+        statements.append(sorted(ids))
         await mark(conn, ids)
 
     monkeypatch.setattr(orders_repo, "mark_confirmations_sent", recorded)
 
-    await asyncio.gather(*(worker_context.sent_confirmations.note(i) for i in order_ids))
+    outcomes = await send_confirmations(
+        worker_context.pool,
+        worker_context.settings,
+        worker_context.mailer,
+        worker_context.redis,
+        order_ids,
+    )
 
-    assert statements == [order_ids]
+    assert outcomes.done == {order_ids[0]: False, **dict.fromkeys(order_ids[1:], True)}
+    assert statements == [order_ids[1:]]
+    assert len(mail_sink.messages) == 3
     rows = await db.fetch(
         "SELECT id, confirmation_sent_at FROM orders WHERE id = any($1::bigint[]) ORDER BY id",
         order_ids,

@@ -19,6 +19,7 @@ from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from shop.jobs.dead_jobs import retry_dead_job
 from shop.jobs.names import JobName, job_id_for
+from shop.orders import repository as orders_repo
 from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker import tasks
 from worker.context import WorkerContext
@@ -344,3 +345,142 @@ async def test_a_retried_dead_job_runs_again_under_a_new_id_and_only_once(
     with pytest.raises(NotFound):
         await retry_dead_job(fast_jobs.context.pool, fast_settings, arq_redis, dead["id"] + 1000)
     assert len(mail_sink.messages) == 1
+
+
+async def batch_job_results(arq_redis: ArqRedis, function: str) -> list[Any]:
+    """The results ARQ keeps of the batch jobs of `function` (several orders per job)."""
+    keys = [key.decode() async for key in arq_redis.scan_iter(f"arq:result:{function}:batch-*")]
+    results = []
+    for key in keys:
+        info = await Job(key.removeprefix("arq:result:"), arq_redis).result_info()
+        assert info is not None
+        results.append(info)
+    return results
+
+
+async def test_a_missing_order_in_a_batch_is_dead_lettered_alone_while_the_rest_confirm(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    fast_jobs: JobRunner,
+    arq_redis: ArqRedis,
+    db: asyncpg.Pool,
+    mail_sink: Any,
+) -> None:
+    product = await make_product(stock=5)
+    first, gone, last = [await place(api, client_key, product.id) for _ in range(3)]
+    # Its outbox row stays: the batch job will be handed an order that does not exist.
+    await db.execute("DELETE FROM orders WHERE id = $1", gone)
+
+    await fast_jobs.run_until_idle()
+
+    [dead] = await dead_jobs(db)
+    assert (dead["job_id"], dead["function"]) == (f"reserve_inventory:{gone}", "reserve_inventory")
+    assert (json.loads(dead["args"]), dead["order_id"]) == ([gone], gone)
+    assert dead["error"] == f"PermanentJobError('order {gone} does not exist')"
+    request_id = await db.fetchval("SELECT request_id FROM outbox WHERE order_id = $1", gone)
+    assert json.loads(dead["kwargs"]) == {"request_id": request_id}
+    statuses = dict(await db.fetch("SELECT id, status FROM orders"))
+    assert statuses == {first: "confirmed", last: "confirmed"}
+    assert await stock_of(db, product.id) == 3
+    assert len(mail_sink.messages) == 2
+    [batch] = await batch_job_results(arq_redis, "reserve_inventory")
+    assert batch.success
+    assert batch.result == {first: "confirmed", last: "confirmed", gone: dead["error"]}
+
+
+async def test_an_smtp_5xx_for_one_recipient_dead_letters_only_that_order(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    fast_jobs: JobRunner,
+    db: asyncpg.Pool,
+    mail_sink: Any,
+) -> None:
+    product = await make_product(stock=5)
+    order_ids = []
+    for email in ("ada@example.com", "nobody@example.com", "grace@example.com"):
+        response = await api.post(
+            "/v1/orders",
+            json={
+                "customer": {"email": email, "name": "Customer"},
+                "items": [{"product_id": product.id, "quantity": 1}],
+            },
+            headers=bearer(client_key),
+        )
+        order_ids.append(response.json()["id"])
+    refused = order_ids[1]
+    mail_sink.refuse_recipient("nobody@example.com", "550 5.1.1 No such mailbox")
+
+    await fast_jobs.run_until_idle()
+
+    [dead] = await dead_jobs(db)
+    assert (dead["job_id"], dead["order_id"]) == (f"send_confirmation:{refused}", refused)
+    assert dead["tries"] == 1
+    assert "550" in dead["error"]
+    assert "SMTPRecipientsRefused" in dead["traceback"]
+    assert sorted(message["To"] for message in mail_sink.messages) == [
+        "ada@example.com",
+        "grace@example.com",
+    ]
+    sent = dict(await db.fetch("SELECT id, confirmation_sent_at IS NOT NULL FROM orders"))
+    assert sent == {order_ids[0]: True, refused: False, order_ids[2]: True}
+
+
+async def test_a_transient_failure_of_one_order_retries_the_batch_and_sends_each_email_once(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    fast_jobs: JobRunner,
+    db: asyncpg.Pool,
+    mail_sink: Any,
+    retry_delays: list[tuple[int, float]],
+) -> None:
+    product = await make_product(stock=5)
+    order_ids = [await place(api, client_key, product.id) for _ in range(3)]
+    mail_sink.reject_next(1, TEMPORARY_FAILURE)
+
+    await fast_jobs.run_until_idle()
+
+    assert [job_try for job_try, _ in retry_delays] == [1]
+    assert len(mail_sink.messages) == 3
+    assert len({message["Message-ID"] for message in mail_sink.messages}) == 3
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM orders WHERE id = any($1) AND confirmation_sent_at IS NOT NULL",
+            order_ids,
+        )
+        == 3
+    )
+    assert await dead_jobs(db) == []
+
+
+async def test_a_batch_that_fails_as_a_whole_is_run_order_by_order_and_only_the_bad_order_is_dead(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    fast_jobs: JobRunner,
+    db: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    product = await make_product(stock=5)
+    good, bad, also_good = [await place(api, client_key, product.id) for _ in range(3)]
+    lock_many = orders_repo.lock_many
+
+    async def choking_on_bad(conn: asyncpg.Connection, order_ids: list[int]) -> Any:
+        if bad in order_ids:  # a bug that this one order's data triggers
+            raise ValueError(f"cannot handle order {bad}")
+        return await lock_many(conn, order_ids)
+
+    monkeypatch.setattr(orders_repo, "lock_many", choking_on_bad)
+
+    await fast_jobs.run_until_idle()
+
+    [dead] = await dead_jobs(db)
+    assert (dead["job_id"], dead["error"]) == (
+        f"reserve_inventory:{bad}",
+        f"ValueError('cannot handle order {bad}')",
+    )
+    statuses = dict(await db.fetch("SELECT id, status FROM orders"))
+    assert statuses == {good: "confirmed", bad: "pending", also_good: "confirmed"}
+    assert await stock_of(db, product.id) == 3

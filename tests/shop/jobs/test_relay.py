@@ -1,4 +1,5 @@
-"""The outbox relay hands over again the jobs Redis lost, and only those."""
+"""The outbox relay hands rows over as batch jobs, and hands over again those Redis lost, only
+those."""
 
 import asyncio
 from collections.abc import Callable, Coroutine
@@ -7,9 +8,11 @@ from typing import Any
 import asyncpg
 import httpx
 from arq.connections import ArqRedis
+from arq.jobs import Job
 
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
+from shop.jobs.names import batch_job_id
 from shop.jobs.relay import OutboxRelay, RelayWaker
 from tests.app_fixtures import JobRunner, bearer, stock_of
 from worker.context import WorkerContext
@@ -54,11 +57,15 @@ async def test_jobs_that_redis_lost_are_handed_over_again_and_run_once(
     done = await place(api, client_key, product.id)
     relay = eager_relay(worker_context, arq_redis, settings)
     assert await relay.deliver_pending() == 2
-    await arq_redis.delete(f"arq:job:reserve_inventory:{lost}")
-    await arq_redis.zrem(settings.queue_name, f"reserve_inventory:{lost}")
+    outbox_ids = [row["id"] for row in await db.fetch("SELECT id FROM outbox ORDER BY id")]
+    batch = batch_job_id("reserve_inventory", outbox_ids)
+    await arq_redis.delete(f"arq:job:{batch}")
+    await arq_redis.zrem(settings.queue_name, batch)
     await asyncio.sleep(0.05)
 
-    assert await relay.redeliver_lost() == 1
+    # Both rows again, as the same batch job: ARQ has nothing under its id any more.
+    assert await relay.redeliver_lost() == 2
+    assert await arq_redis.zscore(settings.queue_name, batch) is not None
     worker = jobs.worker()
     try:
         await worker.main()
@@ -71,6 +78,46 @@ async def test_jobs_that_redis_lost_are_handed_over_again_and_run_once(
     assert statuses == {lost: "confirmed", done: "confirmed"}
     assert await stock_of(db, product.id) == 3
     assert len(mail_sink.messages) == 2
+
+
+async def test_pending_rows_go_to_the_queue_as_batch_jobs_of_one_function_each(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    worker_context: WorkerContext,
+    arq_redis: ArqRedis,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=10)
+    order_ids = [await place(api, client_key, product.id) for _ in range(5)]
+    rows = await db.fetch("SELECT id, request_id FROM outbox ORDER BY id")
+    relay = OutboxRelay(
+        worker_context.pool, arq_redis, settings.model_copy(update={"job_batch_size": 2})
+    )
+
+    assert await relay.deliver_pending() == 5
+
+    # Up to two orders per job, in row order; the one left over is its row's own job, called
+    # as a job of one order always was.
+    first, second = (
+        batch_job_id("reserve_inventory", [r["id"] for r in rows[i : i + 2]]) for i in (0, 2)
+    )
+    single = f"reserve_inventory:{order_ids[4]}"
+    queued = await arq_redis.zrange(settings.queue_name, 0, -1)
+    assert sorted(job_id.decode() for job_id in queued) == sorted([first, second, single])
+    info = await Job(first, arq_redis).info()
+    assert info is not None
+    assert (info.function, info.args) == ("reserve_inventory", (order_ids[:2],))
+    assert info.kwargs == {"request_ids": [rows[0]["request_id"], rows[1]["request_id"]]}
+    alone = await Job(single, arq_redis).info()
+    assert alone is not None
+    assert (alone.args, alone.kwargs) == ((order_ids[4],), {"request_id": rows[4]["request_id"]})
+
+    # The same rows handed over again are the same jobs, which ARQ drops.
+    await db.execute("UPDATE outbox SET delivered_at = NULL")
+    assert await relay.deliver_pending() == 5
+    assert await arq_redis.zcard(settings.queue_name) == 3
 
 
 async def test_jobs_redis_still_has_or_that_are_dead_are_not_handed_over_again(

@@ -66,22 +66,22 @@ async def test_a_reservation_locks_the_order_first_then_products_in_id_order(
                         f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE NOWAIT", row_id
                     )
 
-    reserve = worker_context.pool, worker_context.settings, worker_context.cache, order_id
+    reserve = worker_context.pool, worker_context.settings, worker_context.cache, [order_id]
     async with row_locked(db, "orders", order_id):
         reserving = asyncio.create_task(reserve_inventory(*reserve))
         await wait_for(waiting, timeout_s=10)
         # Waiting for the order, the reservation holds no product.
         await nothing_locked_but(("orders", order_id))
-    assert await reserving == "confirmed"
+    assert (await reserving).done == {order_id: "confirmed"}
 
     again = await api.post("/v1/orders", json=body, headers=bearer(client_key))
     order_id = again.json()["id"]
-    reserve = worker_context.pool, worker_context.settings, worker_context.cache, order_id
+    reserve = worker_context.pool, worker_context.settings, worker_context.cache, [order_id]
     async with row_locked(db, "products", low.id):
         reserving = asyncio.create_task(reserve_inventory(*reserve))
         await wait_for(waiting, timeout_s=10)
         # Waiting for `low`, it holds the order but not `high`: a cancellation or another
         # reservation could take `high` without a deadlock.
         await nothing_locked_but(("orders", order_id), ("products", low.id))
-    assert await reserving == "confirmed"
+    assert (await reserving).done == {order_id: "confirmed"}
     assert [await stock_of(db, p.id) for p in (low, high)] == [1, 3]
