@@ -26,7 +26,6 @@ from shop.catalogue.cache import ProductCache
 from shop.catalogue.service import reload_products_ahead
 from shop.clients.auth import Authenticator
 from shop.jobs.relay import RelayWaker
-from shop.orders.group_commit import OrderGroupCommit
 
 _POOL_GAUGE_INTERVAL_S = 5.0
 
@@ -58,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
             rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
             relay_waker=RelayWaker(pool, settings.db_pool_acquire_timeout_s),
-            order_writes=OrderGroupCommit(pool, settings),
         )
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.
