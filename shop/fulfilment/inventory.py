@@ -73,10 +73,8 @@ async def reserve_inventory(
             outcomes.done[order.id] = OrderStatus.CONFIRMED
         taken = {p: stock[p] - left[p] for p in stock if left[p] != stock[p]}
         if confirmed or rejected:
-            left.update(
-                await inventory_repository.apply(
-                    conn, taken=taken, confirmed=confirmed, rejected=rejected
-                )
+            await inventory_repository.apply(
+                conn, taken=taken, confirmed=confirmed, rejected=rejected
             )
             # The orders' confirmed and rejected events commit with the decisions, or none does.
             await webhooks_repo.insert_order_events(
@@ -90,14 +88,14 @@ async def reserve_inventory(
         if order_id not in outcomes.done:
             outcomes.failed[order_id] = _missing(order_id)
     changed = {
-        product_id: left[product_id]
+        product_id
         for order in holding
         if outcomes.done[order.id] is OrderStatus.CONFIRMED
         for product_id in order.product_ids
     }
     if changed:
         # Also for an order an earlier try confirmed: its worker may have died before it told
-        # the cache. `changed` is each product's stock as this transaction committed it.
+        # the cache.
         await cache.stock_taken(sorted(changed))
     return outcomes
 

@@ -358,7 +358,7 @@ async def batch_job_results(arq_redis: ArqRedis, function: str) -> list[Any]:
     return results
 
 
-async def test_a_missing_order_in_a_batch_is_dead_lettered_alone_while_the_rest_confirm(
+async def test_a_missing_order_in_a_batch_is_recorded_dead_alone_while_the_rest_confirm(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
@@ -389,7 +389,7 @@ async def test_a_missing_order_in_a_batch_is_dead_lettered_alone_while_the_rest_
     assert batch.result == {first: "confirmed", last: "confirmed", gone: dead["error"]}
 
 
-async def test_an_smtp_5xx_for_one_recipient_dead_letters_only_that_order(
+async def test_an_smtp_5xx_for_one_recipient_records_only_that_order_as_dead(
     api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
