@@ -25,11 +25,16 @@ from shop.jobs.names import JobName
 from shop.jobs.relay import OutboxRelay
 from shop.webhooks.delivery import WebhookSender
 from worker.context import WorkerContext
-from worker.cron import purge_idempotency_keys
+from worker.cron import (
+    purge_dead_jobs,
+    purge_idempotency_keys,
+    purge_outbox,
+    purge_webhook_events,
+)
 from worker.monitor import WorkerMonitor, observed
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 from worker.webhooks import arq_timeout_s as webhook_arq_timeout_s
-from worker.webhooks import deliver_webhook, purge_webhook_events, queue_overdue_webhooks
+from worker.webhooks import deliver_webhook, queue_overdue_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +173,25 @@ class WorkerSettings:
             purge_webhook_events,
             name="purge_webhook_events",
             minute={12, 42},
+            second=0,
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
+        ),
+        # The outbox grows fastest (two rows an order): every minute, so that a run's budget
+        # covers a minute of orders (docs/decisions/0033-bounded-tables.md).
+        cron(
+            purge_outbox,
+            name="purge_outbox",
+            second={30},
+            timeout=arq_timeout_s(_settings),
+            max_tries=1,
+            unique=True,
+        ),
+        cron(
+            purge_dead_jobs,
+            name="purge_dead_jobs",
+            minute={27},
             second=0,
             timeout=arq_timeout_s(_settings),
             max_tries=1,
