@@ -8,7 +8,8 @@ it would fit. Refused requests do not count.
 - `RateLimiter` keeps the TATs in this process: no round trip, but N processes admit up to N
   times the rate (RATE_LIMIT_SCOPE=process).
 - `ClusterRateLimiter` keeps them in Redis, read and moved by one Lua script on Redis's own clock,
-  one round trip a request (RATE_LIMIT_SCOPE=cluster). While Redis does not answer within
+  at most one round trip a request, shared by the requests that ask together
+  (RATE_LIMIT_SCOPE=cluster). While Redis does not answer within
   RATE_LIMIT_REDIS_TIMEOUT_S it falls back to a `RateLimiter` of its own, so that requests are
   served, each process limiting alone, and tries Redis again a second later
   (docs/decisions/0034-cluster-rate-limit.md).
@@ -29,6 +30,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from kit.batching import Batched
 from kit.metrics import RATE_LIMIT_FALLBACKS
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 
@@ -129,31 +131,53 @@ class RateLimiter:
         self._arrivals = {key: at for key, at in self._arrivals.items() if at > now}
 
 
-# KEYS[1]: the key's TAT, in microseconds of Redis's clock (so that API hosts' clocks do not
-# matter). ARGV: interval and tolerance in microseconds. Returns admitted (1/0), the wait and the
-# reset in microseconds, and the remaining burst. Time in microseconds stays below 2^53, exact in
-# Lua's doubles; it is stored as an integer string ('%d'), as Lua would print it in exponent form.
+# KEYS: the keys asking, one entry per request (a key may come twice), each holding its TAT in
+# microseconds of Redis's clock (so that API hosts' clocks do not matter). ARGV: interval and
+# tolerance in microseconds. Returns four integers per request: admitted (1/0), the wait and the
+# reset in microseconds, and the remaining burst. Times in microseconds stay below 2^53, exact in
+# Lua's doubles; a TAT is stored as an integer string ('%d'), where Lua would print exponents.
 GCRA_LUA = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000000 + clock[2]
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local ahead = tat + interval - now
-if ahead > tolerance then
-  return {0, ahead - tolerance, tat - now, 0}
+local out = {}
+for _, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local ahead = tat + interval - now
+  if ahead > tolerance then
+    table.insert(out, 0)
+    table.insert(out, ahead - tolerance)
+    table.insert(out, tat - now)
+    table.insert(out, 0)
+  else
+    redis.call('SET', key, string.format('%d', tat + interval), 'PX', math.ceil(ahead / 1000) + 1)
+    table.insert(out, 1)
+    table.insert(out, 0)
+    table.insert(out, ahead)
+    table.insert(out, math.floor((tolerance - ahead) / interval + 1e-9))
+  end
 end
-redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX', math.ceil(ahead / 1000) + 1)
-return {1, 0, ahead, math.floor((tolerance - ahead) / interval + 1e-9)}
+return out
 """
-
 # The digest Redis names the script by (SHA-1 is Redis's choice, not a security measure).
 _GCRA_SHA = hashlib.sha1(GCRA_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
+@dataclass(slots=True)
+class _Ask:
+    key: str
+    reply: Decision = ADMITTED
+
+
 class ClusterRateLimiter:
-    """The limit in Redis, one per key across every process; `fallback` while Redis is away."""
+    """The limit in Redis, one per key across every process; `fallback` while Redis is away.
+
+    The requests of this process that ask while a call is on its way go together in the next
+    one (kit.batching): one script call for all of them, so that under load the round trip is
+    shared, and each request still costs at most one.
+    """
 
     RETRY_REDIS_AFTER_S = 1.0
 
@@ -170,6 +194,7 @@ class ClusterRateLimiter:
             str(round(self.gcra.interval_s * 1e6)),
             str(round(self.gcra.tolerance_s * 1e6)),
         )
+        self._asks: Batched[_Ask] = Batched(self._ask_redis)
         self._redis_back_at = 0.0
 
     async def acquire(self, key: int) -> Decision:
@@ -177,22 +202,27 @@ class ClusterRateLimiter:
             return ADMITTED
         if time.monotonic() < self._redis_back_at:
             return self._fallback.acquire_now(key)
+        ask = _Ask(f"{self._prefix}{key}")
         try:
             async with asyncio.timeout(self._timeout_s):
-                reply = await self._run(f"{self._prefix}{key}")
+                await self._asks.add(ask)
         except REDIS_UNAVAILABLE_ERRORS as exc:
+            # A request that timed out may still be counted in Redis: it errs on the strict side
+            # only while Redis is slow.
             self._redis_back_at = time.monotonic() + self.RETRY_REDIS_AFTER_S
             RATE_LIMIT_FALLBACKS.inc()
             log.warning("rate_limit_fallback_to_process", error=repr(exc))
             return self._fallback.acquire_now(key)
-        admitted, wait_us, reset_us, remaining = (int(value) for value in reply)
-        return Decision(0.0 if admitted else wait_us / 1e6, remaining, reset_us / 1e6)
+        return ask.reply
 
-    async def _run(self, key: str) -> list[int]:
+    async def _ask_redis(self, asks: list[_Ask]) -> None:
+        keys = [ask.key for ask in asks]
         # EVALSHA, which sends the script's digest only; EVAL on NOSCRIPT (a restarted or failed
         # over Redis has no scripts), which also caches the script there again.
         try:
-            reply: list[int] = await self._redis.evalsha(_GCRA_SHA, 1, key, *self._args)  # type: ignore[misc]
+            reply: list[int] = await self._redis.evalsha(_GCRA_SHA, len(keys), *keys, *self._args)  # type: ignore[misc]
         except NoScriptError:
-            reply = await self._redis.eval(GCRA_LUA, 1, key, *self._args)  # type: ignore[misc]
-        return reply
+            reply = await self._redis.eval(GCRA_LUA, len(keys), *keys, *self._args)  # type: ignore[misc]
+        for n, ask in enumerate(asks):
+            admitted, wait_us, reset_us, remaining = reply[4 * n : 4 * n + 4]
+            ask.reply = Decision(0.0 if admitted else wait_us / 1e6, remaining, reset_us / 1e6)

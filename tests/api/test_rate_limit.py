@@ -1,5 +1,6 @@
 """The per-key rate limit: 429 problem+json with Retry-After, one bucket per API key."""
 
+import asyncio
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -155,3 +156,22 @@ async def test_a_redis_that_lost_the_script_is_sent_it_again(
 
     assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
     assert scripts == [True]
+
+
+async def test_requests_that_ask_together_share_a_call_and_still_get_the_limit(
+    settings: Settings, client_key: str, other_client_key: str
+) -> None:
+    async with api_with(
+        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=4
+    ) as api:
+        await api.get("/v1/orders", headers=bearer(other_client_key))  # the key cache, warmed
+        responses = await asyncio.gather(
+            *(
+                api.get("/v1/orders", headers=bearer(key))
+                for key in [client_key] * 10 + [other_client_key] * 2
+            )
+        )
+
+    statuses = [response.status_code for response in responses]
+    assert statuses[:10].count(200) == 4
+    assert statuses[10:] == [200, 200]
