@@ -51,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         " and print"
         " their medians instead of writing the report",
     )
+    parser.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=180.0,
+        help="length of the retention soak (--only retention; %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -69,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flash_reference_s=1.0 if smoke else 10.0,
         flash_order_connections=8 if smoke else 32,
         only=frozenset(name for name in args.only.split(",") if name),
+        retention_s=args.retention_seconds,
     )
     from bench.report import print_medians, write_report
 

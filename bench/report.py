@@ -130,6 +130,11 @@ def print_medians(results: Results) -> None:
     if "e2e_1w" in results.jobs and "noop_1w" in results.jobs:
         ratio = median(results.jobs["e2e_1w"]) / median(results.jobs["noop_1w"])
         print(f"{'e2e_1w / noop_1w':28s} {ratio:9.2f}", flush=True)
+    if results.retention:
+        print(
+            json.dumps({k: v for k, v in results.retention.items() if k != "samples"}),
+            flush=True,
+        )
     if results.memory:
         print(json.dumps({k: v for k, v in results.memory.items() if k != "samples"}), flush=True)
         for s in results.memory["samples"]:

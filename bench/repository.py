@@ -110,3 +110,23 @@ async def order_times(conn: asyncpg.Connection, client_id: int, after_id: int) -
         after_id,
     )
     return [OrderTimes(**row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSize:
+    rows: int
+    pending: int
+    # The table with its indexes, and the rows vacuum has still to reclaim.
+    total_bytes: int
+    dead_rows: int
+
+
+async def outbox_size(conn: asyncpg.Connection) -> OutboxSize:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM outbox) AS rows,"
+        " (SELECT count(*) FROM outbox WHERE delivered_at IS NULL) AS pending,"
+        " pg_total_relation_size('outbox') AS total_bytes,"
+        " (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox') AS dead_rows"
+    )
+    assert row is not None
+    return OutboxSize(**row)

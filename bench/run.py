@@ -9,7 +9,7 @@ reported as such; the figures of the others are still worth having.
 import asyncio
 
 from bench.options import Options
-from bench.phases import flash_sale, http, queues, soak
+from bench.phases import flash_sale, http, queues, retention, soak
 from bench.phases.common import say
 from bench.results import Results
 from bench.scenarios import all_scenarios
@@ -51,5 +51,14 @@ def run(stack: Stack, options: Options) -> Results:
             flash_sale.run(stack, options, results)
         except Exception as exc:
             results.notes.append(f"The flash sale failed: {exc!r} (see the run directory's logs).")
+            say(results.notes[-1])
+    if "retention" in options.only:
+        say("retention: one API process, one worker purging the outbox")
+        try:
+            retention.run(stack, data, options, results)
+        except Exception as exc:
+            results.notes.append(
+                f"The retention soak failed: {exc!r} (see the run directory's logs)."
+            )
             say(results.notes[-1])
     return results

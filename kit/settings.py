@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     # script, one round trip a request); `process`: each API process limits a key alone, in
     # memory. While Redis does not answer within RATE_LIMIT_REDIS_TIMEOUT_S the cluster limit
     # falls back to the process one (docs/decisions/0034-cluster-rate-limit.md).
-    rate_limit_scope: Literal["cluster", "process"] = "cluster"
+    rate_limit_scope: Literal["cluster", "process"] = "process"
     rate_limit_redis_timeout_s: float = Field(default=0.05, gt=0)
 
     @field_validator("database_url")
