@@ -19,13 +19,15 @@ from kit.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-DeleteBatch = Callable[[asyncpg.Connection, int], Awaitable[int]]
+# A repository function: deletes up to `limit` rows older than `older_than_s`, returns how many.
+DeleteBatch = Callable[[asyncpg.Connection, float, int], Awaitable[int]]
 
 
 async def purge_in_batches(
     pool: asyncpg.Pool,
     settings: Settings,
     delete_batch: DeleteBatch,
+    older_than_s: float,
     *,
     budget_s: float,
     what: str,
@@ -40,7 +42,7 @@ async def purge_in_batches(
             try:
                 async with conn.transaction():
                     await set_local_lock_timeout(conn, settings.purge_lock_timeout_ms)
-                    deleted = await delete_batch(conn, batch_size)
+                    deleted = await delete_batch(conn, older_than_s, batch_size)
             except asyncpg.LockNotAvailableError:
                 # Something holds a lock on the table (a migration, say): it is not the purge's
                 # to wait for.

@@ -14,11 +14,11 @@ log = structlog.get_logger(__name__)
 
 async def purge_outbox(pool: asyncpg.Pool, settings: Settings, *, budget_s: float) -> int:
     """Deletes rows delivered more than OUTBOX_RETENTION_S ago whose orders' work is done."""
-    retention_s = settings.outbox_retention_s
     return await purge_in_batches(
         pool,
         settings,
-        lambda conn, limit: outbox_repo.delete_delivered(conn, retention_s, limit),
+        outbox_repo.delete_delivered,
+        settings.outbox_retention_s,
         budget_s=budget_s,
         what="outbox",
     )
@@ -31,7 +31,8 @@ async def purge_dead_jobs(pool: asyncpg.Pool, settings: Settings, *, budget_s: f
     purged = await purge_in_batches(
         pool,
         settings,
-        lambda conn, limit: dead_jobs_repo.delete_retried(conn, retention_s, limit),
+        dead_jobs_repo.delete_retried,
+        retention_s,
         budget_s=budget_s,
         what="dead_jobs",
     )

@@ -120,11 +120,11 @@ def replay(request: IdempotentRequest, stored: idempotency_repo.StoredKey) -> St
 async def purge_expired(pool: asyncpg.Pool, settings: Settings, *, budget_s: float) -> int:
     """Deletes keys older than IDEMPOTENCY_KEY_TTL_S in bounded batches (kit.purge) for at most
     about `budget_s`; returns how many went. What is left waits for the next run."""
-    ttl_s = settings.idempotency_key_ttl_s
     return await purge_in_batches(
         pool,
         settings,
-        lambda conn, limit: idempotency_repo.delete_expired(conn, ttl_s, limit),
+        idempotency_repo.delete_expired,
+        settings.idempotency_key_ttl_s,
         budget_s=budget_s,
         what="idempotency_keys",
     )

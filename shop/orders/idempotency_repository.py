@@ -91,7 +91,7 @@ async def insert(
     )
 
 
-async def delete_expired(conn: asyncpg.Connection, ttl_s: int, batch_size: int) -> int:
+async def delete_expired(conn: asyncpg.Connection, ttl_s: float, batch_size: int) -> int:
     """Deletes up to `batch_size` keys older than `ttl_s`, oldest first; returns how many.
 
     Small batches keep each statement short and its locks few while the API keeps inserting.

@@ -256,14 +256,14 @@ async def redeliver_event(
     return WebhookRedelivery(event_id=public_id, deliveries=deliveries)
 
 
-async def purge_events(pool: asyncpg.Pool, settings: Settings, budget_s: float) -> int:
+async def purge_events(pool: asyncpg.Pool, settings: Settings, *, budget_s: float) -> int:
     """Forgets events older than EVENT_RETENTION_S with their delivery log, in bounded batches
     (kit.purge) for about `budget_s`."""
-    retention_s = settings.event_retention_s
     return await purge_in_batches(
         pool,
         settings,
-        lambda conn, limit: webhooks_repo.purge_events(conn, retention_s, limit),
+        webhooks_repo.purge_events,
+        settings.event_retention_s,
         budget_s=budget_s,
         what="webhook_events",
     )

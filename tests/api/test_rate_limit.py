@@ -3,6 +3,7 @@
 import asyncio
 import re
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -63,6 +64,15 @@ async def test_the_limit_needs_no_redis(
 _FIELD = re.compile(r'^"(?P<policy>[a-z0-9_-]+)"(?P<params>(;[a-z]+=[0-9]+)+)$')
 
 
+def cluster_limited(
+    settings: Settings, *, burst: int
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """An app of its own with the cluster limit: `burst` requests at once, then one per 5 s."""
+    return api_with(
+        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=burst
+    )
+
+
 def field(value: str) -> dict[str, Any]:
     match = _FIELD.fullmatch(value)
     assert match is not None, value
@@ -101,9 +111,7 @@ async def test_with_redis_down_each_app_limits_alone_and_requests_are_served(
     settings: Settings, client_key: str, redis_service: Any
 ) -> None:
     fallbacks_before = RATE_LIMIT_FALLBACKS._value.get()
-    async with api_with(
-        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=3
-    ) as api:
+    async with cluster_limited(settings, burst=3) as api:
         redis_service.stop()
         try:
             statuses = [
@@ -121,9 +129,7 @@ async def test_with_redis_down_each_app_limits_alone_and_requests_are_served(
 async def test_a_429_carries_retry_after_and_the_ratelimit_fields_as_problem_json(
     settings: Settings, client_key: str
 ) -> None:
-    async with api_with(
-        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=3
-    ) as api:
+    async with cluster_limited(settings, burst=3) as api:
         responses = [await api.get("/v1/orders", headers=bearer(client_key)) for _ in range(4)]
 
     well_within, _, last, refused = responses
@@ -141,9 +147,7 @@ async def test_a_429_carries_retry_after_and_the_ratelimit_fields_as_problem_jso
 async def test_a_redis_that_lost_the_script_is_sent_it_again(
     settings: Settings, client_key: str, redis_service: Any
 ) -> None:
-    async with api_with(
-        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=2
-    ) as api:
+    async with cluster_limited(settings, burst=2) as api:
         first = await api.get("/v1/orders", headers=bearer(client_key))
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         try:
@@ -161,9 +165,7 @@ async def test_a_redis_that_lost_the_script_is_sent_it_again(
 async def test_requests_that_ask_together_share_a_call_and_still_get_the_limit(
     settings: Settings, client_key: str, other_client_key: str
 ) -> None:
-    async with api_with(
-        settings, rate_limit_scope="cluster", rate_limit_per_s=0.2, rate_limit_burst=4
-    ) as api:
+    async with cluster_limited(settings, burst=4) as api:
         await api.get("/v1/orders", headers=bearer(other_client_key))  # the key cache, warmed
         responses = await asyncio.gather(
             *(

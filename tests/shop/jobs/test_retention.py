@@ -104,13 +104,18 @@ async def test_the_purge_deletes_in_batches_of_the_configured_size(
     await add_rows(db, 2_500, delivered_ago_s=RETENTION_S + 60, prefix="old:")
     batches: list[int] = []
 
-    async def delete_batch(conn: asyncpg.Connection, limit: int) -> int:
-        deleted = await outbox_repo.delete_delivered(conn, RETENTION_S, limit)
+    async def delete_batch(conn: asyncpg.Connection, older_than_s: float, limit: int) -> int:
+        deleted = await outbox_repo.delete_delivered(conn, older_than_s, limit)
         batches.append(deleted)
         return deleted
 
     purged = await purge_in_batches(
-        db, retaining(settings, purge_batch_size=1_000), delete_batch, budget_s=5, what="outbox"
+        db,
+        retaining(settings, purge_batch_size=1_000),
+        delete_batch,
+        RETENTION_S,
+        budget_s=5,
+        what="outbox",
     )
 
     assert purged == 2_500
