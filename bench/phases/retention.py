@@ -6,9 +6,11 @@ Optional and short: `python -m bench --only retention [--retention-seconds S]`.
 """
 
 import asyncio
+import json
 import statistics
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -19,7 +21,7 @@ from bench.options import Options
 from bench.phases.common import say, settle, start_worker
 from bench.results import Results
 from bench.seed import HOT_PRODUCTS, Seed
-from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Stack
+from bench.stack import PRODUCTION_POOL, PRODUCTION_SERVER, Child, Stack
 from shop.jobs import outbox_repository as outbox_repo
 
 RETENTION_S = 30
@@ -40,10 +42,12 @@ def _order(seed: Seed) -> Any:
     return body
 
 
-async def _sample(url: str, t_s: float) -> dict[str, float]:
+async def _sample(url: str, client_id: int, t_s: float) -> dict[str, float]:
     conn = await asyncpg.connect(url, timeout=10)
     try:
         size = await bench_repo.outbox_size(conn)
+        # Their rows stay whatever their age: a worker that falls behind keeps the outbox longer.
+        unfinished = await bench_repo.unfinished_orders(conn, client_id, 0)
         claims = [
             await outbox_repo.explain_analyze_claim(conn, CLAIM_BATCH) for _ in range(CLAIM_PROBES)
         ]
@@ -56,7 +60,20 @@ async def _sample(url: str, t_s: float) -> dict[str, float]:
         "total_kib": size.total_bytes // 1024,
         "dead_rows": size.dead_rows,
         "claim_ms": round(statistics.median(claims), 3),
+        "unfinished_orders": unfinished,
     }
+
+
+def _purge_runs(worker: Child, started_at: float) -> list[dict[str, float]]:
+    """Each `outbox_purged` line of the worker's log: when (seconds into the soak), how many."""
+    runs = []
+    for line in worker.log_path.read_text(errors="replace").splitlines():
+        if '"outbox_purged"' not in line:
+            continue
+        entry = json.loads(line)
+        at = datetime.fromisoformat(entry["timestamp"]).timestamp()
+        runs.append({"t_s": round(at - started_at, 1), "purged": entry["purged"]})
+    return runs
 
 
 def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
@@ -73,18 +90,22 @@ def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         ),
         daemon=True,
     )
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     feeder.start()
     samples = []
     while feeder.is_alive():
         feeder.join(timeout=SAMPLE_EVERY_S)
-        samples.append(asyncio.run(_sample(stack.postgres.url, time.monotonic() - started)))
+        t_s = time.monotonic() - started
+        samples.append(asyncio.run(_sample(stack.postgres.url, seed.client_id, t_s)))
         s = samples[-1]
         say(
-            f"  t {s['t_s']:6.1f} s  outbox {s['rows']:6d} rows ({s['pending']} pending)"
-            f"  {s['total_kib']:6d} KiB  dead {s['dead_rows']:6d}  claim {s['claim_ms']:.3f} ms"
+            f"  t {s['t_s']:6.1f} s  outbox {s['rows']:6d} rows ({s['pending']} pending,"
+            f" {s['unfinished_orders']} orders unfinished)  {s['total_kib']:6d} KiB"
+            f"  dead {s['dead_rows']:6d}  claim {s['claim_ms']:.3f} ms"
         )
-    purges = worker.log_path.read_text(errors="replace").count('"outbox_purged"')
+    purges = _purge_runs(worker, started_at)
+    for run in purges:
+        say(f"  purge at {run['t_s']:6.1f} s: {run['purged']} rows")
     worker.stop()
     api.stop()
     results.retention = {
@@ -93,7 +114,8 @@ def run(stack: Stack, seed: Seed, options: Options, results: Results) -> None:
         "order_rate_per_s": ORDER_RATE,
         "orders_placed": counts.get("placed", 0),
         "order_errors": counts.get("errors", 0),
-        "outbox_rows_written": 2 * counts.get("placed", 0),
-        "purge_runs": purges,
+        # Two rows a confirmed order, one a rejected one.
+        "outbox_rows_at_most": 2 * counts.get("placed", 0),
+        "purges": purges,
         "samples": samples,
     }
