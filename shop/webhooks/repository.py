@@ -445,7 +445,7 @@ async def purge_events(conn: asyncpg.Connection, older_than_s: float, limit: int
     deleted: int = await conn.fetchval(
         "WITH gone AS (DELETE FROM webhook_events WHERE id = any(ARRAY("
         " SELECT id FROM webhook_events WHERE created_at < now() - make_interval(secs => $1)"
-        " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) RETURNING 1)"
+        " ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)) RETURNING 1)"
         " SELECT count(*) FROM gone",
         older_than_s,
         limit,
