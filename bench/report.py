@@ -263,6 +263,23 @@ def write_report(
         "",
         *_scaling_text(f),
         "",
+        "## Rate limit scope",
+        "",
+        *_http_table(
+            f,
+            [
+                (n, titles[n])
+                for n in ("product_hit_process_limit", "product_hit_cluster_limit")
+                if n in titles
+            ],
+            ratio_to="product_hit_process_limit",
+        ),
+        "",
+        "The cached read under one limit per key across API processes (Redis, one script call "
+        "shared by the requests asking together) beside the default per-process limit: "
+        f"{_fmt(f.ratio('product_hit_cluster_limit', 'product_hit_process_limit'), 2)}x its "
+        "rate ([0034](decisions/0034-cluster-rate-limit.md)).",
+        "",
     ]
     lines += _queue_section(f, results, charts)
     lines += _claims_section(f, results, titles, charts)
