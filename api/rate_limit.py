@@ -12,7 +12,7 @@ it would fit. Refused requests do not count.
   (RATE_LIMIT_SCOPE=cluster). While Redis does not answer within
   RATE_LIMIT_REDIS_TIMEOUT_S it falls back to a `RateLimiter` of its own, so that requests are
   served, each process limiting alone, and tries Redis again a second later
-  (docs/decisions/0034-cluster-rate-limit.md).
+  (docs/decisions/0035-cluster-rate-limit.md).
 
 `headers` gives the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), sent on 429s and
 on responses near the limit only.

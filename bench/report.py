@@ -278,7 +278,7 @@ def write_report(
         "The cached read under one limit per key across API processes (Redis, one script call "
         "shared by the requests asking together) beside the default per-process limit: "
         f"{_fmt(f.ratio('product_hit_cluster_limit', 'product_hit_process_limit'), 2)}x its "
-        "rate ([0034](decisions/0034-cluster-rate-limit.md)).",
+        "rate ([0035](decisions/0035-cluster-rate-limit.md)).",
         "",
     ]
     lines += _queue_section(f, results, charts)

@@ -5,7 +5,7 @@ a repository function that deletes up to `batch_size` due rows and says how many
 batch takes row locks on what it deletes only, skips rows someone else holds (the repositories'
 `FOR UPDATE SKIP LOCKED`), and gives up at once rather than queue behind a table lock
 (PURGE_LOCK_TIMEOUT_MS): what is left waits for the next run
-(docs/decisions/0033-bounded-tables.md).
+(docs/decisions/0034-bounded-tables.md).
 """
 
 import time

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # `cluster`: one limit per API key across every API process, kept in Redis (GCRA in one Lua
     # script, one round trip a request); `process`: each API process limits a key alone, in
     # memory. While Redis does not answer within RATE_LIMIT_REDIS_TIMEOUT_S the cluster limit
-    # falls back to the process one (docs/decisions/0034-cluster-rate-limit.md).
+    # falls back to the process one (docs/decisions/0035-cluster-rate-limit.md).
     rate_limit_scope: Literal["cluster", "process"] = "process"
     rate_limit_redis_timeout_s: float = Field(default=0.05, gt=0)
 

@@ -140,7 +140,7 @@ class OutboxEntry(Base):
             "id",
             postgresql_where=text("delivered_at IS NULL"),
         ),
-        # The purge's range scan (docs/decisions/0033-bounded-tables.md). Partial, so that an
+        # The purge's range scan (docs/decisions/0034-bounded-tables.md). Partial, so that an
         # insert does not write it; a claim rewrites every index of its row anyway (the update
         # of delivered_at is not HOT), this one included.
         Index(

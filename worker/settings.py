@@ -180,7 +180,7 @@ class WorkerSettings:
         _periodic(purge_idempotency_keys, minute={7, 22, 37, 52}),
         _periodic(purge_webhook_events, minute={12, 42}),
         # The outbox grows fastest (two rows an order): every minute, so that a run's budget
-        # covers a minute of orders (docs/decisions/0033-bounded-tables.md).
+        # covers a minute of orders (docs/decisions/0034-bounded-tables.md).
         _periodic(purge_outbox, second={30}),
         _periodic(purge_dead_jobs, minute={27}),
         _periodic(queue_overdue_webhooks, second={15}),

@@ -31,7 +31,7 @@ def start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
             1,
             {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "32"},
         ),
-        # The two rate limit scopes side by side (docs/decisions/0034-cluster-rate-limit.md).
+        # The two rate limit scopes side by side (docs/decisions/0035-cluster-rate-limit.md).
         (
             "api1_cluster_limit",
             PRODUCTION_SERVER,

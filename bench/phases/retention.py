@@ -1,6 +1,6 @@
 """The outbox stays bounded: orders flow at a steady rate while the worker's cron purges rows
 delivered more than a short OUTBOX_RETENTION_S ago, and the table and the relay's claim are
-sampled all along (docs/decisions/0033-bounded-tables.md).
+sampled all along (docs/decisions/0034-bounded-tables.md).
 
 Optional and short: `python -m bench --only retention [--retention-seconds S]`.
 """

@@ -97,7 +97,7 @@ async def delete_expired(conn: asyncpg.Connection, ttl_s: float, batch_size: int
     Small batches keep each statement short and its locks few while the API keeps inserting.
     The rows are found on `ix_idempotency_keys_created_at` and deleted by their ctid, stable
     while the batch holds their locks: `(client_id, key) IN (subquery)` was planned as a hash
-    join against a scan of the whole table (docs/decisions/0033-bounded-tables.md).
+    join against a scan of the whole table (docs/decisions/0034-bounded-tables.md).
     """
     status: str = await conn.execute(
         "DELETE FROM idempotency_keys WHERE ctid = any(ARRAY("
