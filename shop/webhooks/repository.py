@@ -182,6 +182,19 @@ async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: int, client_id:
     return deleted is not None
 
 
+async def enable_endpoint(
+    conn: asyncpg.Connection, endpoint_id: int, client_id: int
+) -> Endpoint | None:
+    """Clears the endpoint's disabling; None when the client has no such endpoint."""
+    row = await conn.fetchrow(
+        "UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL"
+        f" WHERE id = $1 AND client_id = $2 RETURNING {_ENDPOINT_COLUMNS}",
+        endpoint_id,
+        client_id,
+    )
+    return None if row is None else Endpoint(**row)
+
+
 async def rotate_secret(
     conn: asyncpg.Connection, endpoint_id: int, client_id: int, secret: str, overlap_s: float
 ) -> datetime | None:
