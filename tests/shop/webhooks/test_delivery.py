@@ -199,6 +199,72 @@ async def _no_pending(db: asyncpg.Pool) -> bool:
     return await pending_deliveries(db) == 0
 
 
+async def test_first_tries_go_to_the_queue_together_as_one_job(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=5)
+    async with running_receiver() as receiver, pipeline(settings) as runner:
+        endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+        orders = [await place(hook_api, client_key, product.id) for _ in range(3)]
+        deliveries = [r["id"] for r in await db.fetch("SELECT id FROM webhook_deliveries")]
+
+        assert await runner.relay.deliver_pending() == 6
+        queued = [
+            job.decode() for job in await runner.context.redis.zrange(settings.queue_name, 0, -1)
+        ]
+        worker = runner.worker()
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+
+    hooks = [job for job in queued if job.startswith("deliver_webhook:")]
+    assert len(hooks) == 1
+    assert "batch-" in hooks[0]
+    assert len(receiver.received) == 3
+    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert sorted(entry["delivery_id"] for entry in log) == sorted(deliveries)
+    assert {entry["delivery_status"] for entry in log} == {"delivered"}
+    received = {verified(endpoint["secret"], r)["data"]["id"] for r in receiver.received}
+    assert received == set(orders)
+
+
+async def test_a_job_sends_an_endpoint_nothing_more_once_a_try_gets_no_answer(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=10)
+    receiver = Receiver()  # not started: connections are refused
+    endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+    async with pipeline(settings) as runner:
+        for _ in range(6):
+            await place(hook_api, client_key, product.id)
+        tries = [(r["id"], 0) for r in await db.fetch("SELECT id FROM webhook_deliveries")]
+        context = runner.context
+        batch = await delivery.deliver_many(context.pool, context.settings, context.webhooks, tries)
+
+    assert {result.outcome for result in batch.results.values()} == {Outcome.RETRYING}
+    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert len(log) == 6
+    not_sent = [entry for entry in log if entry["error"].startswith("not sent: another try")]
+    refused = [entry for entry in log if entry not in not_sent]
+    # The per-endpoint cap (2) is how many requests could be under way when the first failed.
+    assert 1 <= len(refused) <= settings.webhook_max_in_flight_per_endpoint
+    assert len(not_sent) == 6 - len(refused)
+    assert all(entry["latency_ms"] == 0 for entry in not_sent)
+    # Every one of them is retried with the same backoff as a try that was sent.
+    assert all(entry["delivery_status"] == "pending" for entry in log)
+    assert all(entry["next_attempt_at"] > entry["attempted_at"] for entry in log)
+    assert await db.fetchval("SELECT min(attempts) FROM webhook_deliveries") == 1
+
+
 async def test_a_receiver_that_hangs_is_retried_while_orders_keep_being_confirmed(
     hook_api: httpx.AsyncClient,
     client_key: str,
