@@ -34,7 +34,6 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 
 from kit.db import connection
@@ -42,7 +41,7 @@ from kit.settings import Settings
 from shop.jobs import dead_job_repository as dead_jobs_repo
 from shop.jobs.names import JobName
 from shop.models import WebhookDeliveryStatus
-from shop.webhooks import addresses, signing
+from shop.webhooks import addresses, signing, transport
 from shop.webhooks import repository as webhooks_repo
 from shop.webhooks.repository import AttemptRecord, DeliveryWork, DueDelivery
 from shop.webhooks.service import render_event
@@ -52,6 +51,7 @@ log = structlog.get_logger(__name__)
 # How much of an answer's body is kept in the delivery log.
 KEPT_ANSWER_BYTES = 4 * 1024
 _MAX_ERROR_CHARS = 500
+_USER_AGENT = "orders-webhooks/1"
 
 
 def job_id(delivery_id: int, attempt: int) -> str:
@@ -91,20 +91,13 @@ class WebhookSender:
     def __init__(self, settings: Settings, verify: ssl.SSLContext | bool = True) -> None:
         """`verify`: how servers' certificates are checked (the system's CAs by default)."""
         self._settings = settings
-        self._client = httpx.AsyncClient(
-            verify=verify,
-            follow_redirects=False,
-            # Never a proxy from the environment: the request goes to the address checked.
-            trust_env=False,
-            timeout=httpx.Timeout(
-                settings.webhook_timeout_s, connect=settings.webhook_connect_timeout_s
-            ),
-            # A connection per request: requests go to checked addresses with the endpoint's
-            # host name as TLS server name, and a kept connection is pooled by address alone,
-            # so it could carry another endpoint's request on the same address.
-            limits=httpx.Limits(max_keepalive_connections=0),
-            headers={"user-agent": "orders-webhooks/1"},
-        )
+        if isinstance(verify, ssl.SSLContext):
+            self._tls = verify
+        else:
+            self._tls = ssl.create_default_context()
+            if not verify:
+                self._tls.check_hostname = False
+                self._tls.verify_mode = ssl.CERT_NONE
         self._jobs = 0
         self._requests = asyncio.Semaphore(settings.webhook_max_in_flight)
         self._per_endpoint: dict[int, asyncio.Semaphore] = {}
@@ -165,7 +158,7 @@ class WebhookSender:
                 for n, address in enumerate(target.addresses, 1):
                     try:
                         status_code, kept = await self._send(target, address, headers, body)
-                    except httpx.ConnectError:
+                    except transport.ConnectFailed:
                         if n == len(target.addresses):
                             raise
                         continue
@@ -173,34 +166,37 @@ class WebhookSender:
                 raise AssertionError("resolve() returns at least one address")
         except addresses.DisallowedUrl as exc:
             return answer(None, f"not sent: {exc}", None)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             return answer(None, f"no answer within {timeout_s:g} s", None)
-        except httpx.HTTPError as exc:
+        except (transport.ConnectFailed, transport.ProtocolFailed) as exc:
             return answer(None, f"{type(exc).__name__}: {exc}", None)
+        except OSError as exc:
+            return answer(None, f"ConnectionLost: {type(exc).__name__}: {exc}", None)
 
     async def _send(
         self, target: addresses.Target, address: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
         """The status code and the first KEPT_ANSWER_BYTES of the answer, from `address`,
         with the URL's host as the Host header and as the TLS server name (SNI, certificate)."""
-        host = f"[{address}]" if ":" in address else address
-        pinned = target.url._replace(netloc=f"{host}:{target.port}").geturl()
-        async with self._client.stream(
-            "POST",
-            pinned,
-            content=body,
-            headers={**headers, "host": target.url.netloc},
-            extensions={"sni_hostname": target.host},
-        ) as response:
-            kept = b""
-            async for chunk in response.aiter_bytes():
-                kept += chunk
-                if len(kept) >= KEPT_ANSWER_BYTES:
-                    break
-            return response.status_code, kept[:KEPT_ANSWER_BYTES]
+        path = target.url.path or "/"
+        return await transport.post(
+            transport.Endpoint(
+                address=address,
+                port=target.port,
+                host=target.host,
+                host_header=target.url.netloc,
+                target=f"{path}?{target.url.query}" if target.url.query else path,
+                tls=target.url.scheme == "https",
+            ),
+            {"user-agent": _USER_AGENT, **headers},
+            body,
+            tls=self._tls,
+            connect_timeout_s=self._settings.webhook_connect_timeout_s,
+            keep_bytes=KEPT_ANSWER_BYTES,
+        )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Nothing is kept open between requests; here for the worker's shutdown all the same."""
 
 
 class Outcome(StrEnum):
