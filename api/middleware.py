@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
+from kit import tracing
 from kit.metrics import REQUEST_DURATION
 
 log = structlog.get_logger("api.requests")
@@ -60,6 +61,8 @@ class RequestContextMiddleware:
             # route, not per order. The router has put the matched route into the scope by now.
             route = getattr(scope.get("route"), "path", _UNMATCHED)
             REQUEST_DURATION.labels(scope["method"], route, str(status_code)).observe(elapsed)
+            if tracing.enabled():
+                tracing.name_server_span(scope["method"], route)
             if elapsed > self.slow_request_s:
                 log.warning(
                     "slow_request",

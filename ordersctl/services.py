@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
+import click
 import typer
 from arq.connections import ArqRedis
 
+from kit import tracing
 from kit.db import UNAVAILABLE_ERRORS, connection, create_pool
 from kit.errors import DomainError
 from kit.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
@@ -46,6 +48,11 @@ async def _services() -> AsyncIterator[Services]:
         await pool.close()
 
 
+def _command_name() -> str:
+    context = click.get_current_context(silent=True)
+    return context.command_path if context is not None else "ordersctl"
+
+
 def run(work: Callable[[Services], Awaitable[T]]) -> T:
     """`work` on fresh connections in an event loop of its own, as a command runs once.
 
@@ -53,9 +60,14 @@ def run(work: Callable[[Services], Awaitable[T]]) -> T:
     reached exits 3, unknown.
     """
 
+    # The provider exports what is left when the process exits (the SDK's own atexit hook).
+    tracing.configure_tracing(get_settings(), "ordersctl")
+
     async def run_work() -> T:
-        async with _services() as services:
-            return await work(services)
+        # One trace per command, its Postgres and Redis calls the span's children.
+        with tracing.span(_command_name()):
+            async with _services() as services:
+                return await work(services)
 
     try:
         return asyncio.run(run_work())

@@ -14,6 +14,7 @@ import structlog
 from arq import Retry
 from arq.connections import ArqRedis
 
+from kit import tracing
 from kit.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from kit.errors import ServiceUnavailable
 from kit.settings import Settings
@@ -49,7 +50,28 @@ def arq_timeout_s(settings: Settings) -> int:
 
 
 async def deliver_webhook(
-    ctx: dict[str, Any], delivery_id: int, attempt: int, *, request_id: str | None = None
+    ctx: dict[str, Any],
+    delivery_id: int,
+    attempt: int,
+    *,
+    request_id: str | None = None,
+    traceparent: str | None = None,
+) -> str:
+    # A child of the order's span (the request's), as each later try is.
+    with tracing.job_span(
+        JobName.DELIVER_WEBHOOK.value,
+        [traceparent],
+        **{"messaging.system": "arq", "messaging.message.id": ctx.get("job_id") or ""},
+    ):
+        return await _deliver_webhook(ctx, delivery_id, attempt, request_id, traceparent)
+
+
+async def _deliver_webhook(
+    ctx: dict[str, Any],
+    delivery_id: int,
+    attempt: int,
+    request_id: str | None,
+    traceparent: str | None,
 ) -> str:
     worker: WorkerContext = ctx["worker"]
     settings = worker.settings
@@ -88,7 +110,7 @@ async def deliver_webhook(
             raise Retry(defer=delivery.busy_delay_s(settings))
         if result.outcome is Outcome.RETRYING:
             assert result.next_attempt is not None
-            await _queue_try(ctx["redis"], settings, delivery_id, result, request_id)
+            await _queue_try(ctx["redis"], settings, delivery_id, result, request_id, traceparent)
         return result.outcome.value
 
 
@@ -98,9 +120,12 @@ async def _queue_try(
     delivery_id: int,
     result: delivery.Result,
     request_id: str | None,
+    traceparent: str | None,
 ) -> None:
     assert result.next_attempt is not None
     kwargs: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
+    if traceparent is not None:
+        kwargs["traceparent"] = traceparent
     try:
         await queue.enqueue_job(
             JobName.DELIVER_WEBHOOK.value,

@@ -13,6 +13,8 @@ class PendingJob:
     function: str
     args: list[object]
     request_id: str | None
+    # The span that caused the job, as a W3C traceparent (None when tracing was off).
+    traceparent: str | None = None
 
 
 async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob]:
@@ -25,7 +27,7 @@ async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob
         "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
         " WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL"
         "              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, job_id, function, args, request_id",
+        " RETURNING id, job_id, function, args, request_id, traceparent",
         limit,
     )
     return sorted((PendingJob(**row) for row in rows), key=lambda job: job.id)
@@ -41,7 +43,7 @@ async def claim_unfinished(
     left to operators. The first condition is the predicate of `ix_orders_unfinished`.
     """
     rows = await conn.fetch(
-        "SELECT o.id, o.job_id, o.function, o.args, o.request_id"
+        "SELECT o.id, o.job_id, o.function, o.args, o.request_id, o.traceparent"
         " FROM orders ord JOIN outbox o ON o.order_id = ord.id"
         " WHERE (ord.status = 'pending'"
         "        OR (ord.status = 'confirmed' AND ord.confirmation_sent_at IS NULL))"

@@ -29,6 +29,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
+from kit import tracing
 from kit.db import UNAVAILABLE_ERRORS, connection
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
@@ -109,12 +110,15 @@ class QueuedJob:
 
 def _single(row: PendingJob) -> QueuedJob:
     kwargs: dict[str, Any] = {} if row.request_id is None else {"request_id": row.request_id}
+    if row.traceparent is not None:
+        kwargs["traceparent"] = row.traceparent
     return QueuedJob(row.job_id, row.function, tuple(row.args), kwargs, (row,))
 
 
 def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
     """The jobs that carry `rows`: those of one order-taking function in groups of at most
-    `batch_size`, in row order, each called with its orders' ids (and their request ids); a
+    `batch_size`, in row order, each called with its orders' ids (and their request ids and
+    traceparents, which the job's span continues or links: kit.tracing.job_span); a
     group of one, or a row of any other kind, as the row's own job."""
     batchable = {name.value for name in JobName}
     groups: dict[str, list[PendingJob]] = {}
@@ -133,6 +137,8 @@ def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
             kwargs: dict[str, Any] = {}
             if any(row.request_id is not None for row in chunk):
                 kwargs["request_ids"] = [row.request_id for row in chunk]
+            if any(row.traceparent is not None for row in chunk):
+                kwargs["traceparents"] = [row.traceparent for row in chunk]
             jobs.append(
                 QueuedJob(
                     batch_job_id(function, [row.id for row in chunk]),
@@ -177,7 +183,13 @@ class OutboxRelay:
             )
             keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
             args += [job.job_id, payload]
-        queued = {job_id.decode() for job_id in await self._enqueue_script(keys=keys, args=args)}
+        with tracing.publish_span(
+            f"{self._settings.queue_name} publish",
+            [row.traceparent for row in rows],
+            **{"messaging.system": "arq", "messaging.batch.message_count": len(jobs)},
+        ):
+            answer = await self._enqueue_script(keys=keys, args=args)
+        queued = {job_id.decode() for job_id in answer}
         return [job for job in jobs if job.job_id in queued]
 
     async def deliver_pending(self) -> int:

@@ -30,6 +30,7 @@ import asyncpg
 import httpx
 import structlog
 
+from kit import tracing
 from kit.db import connection
 from kit.settings import Settings
 from shop.jobs import dead_job_repository as dead_jobs_repo
@@ -256,9 +257,20 @@ async def deliver(
         )
         timestamp = int(time.time())
         attempted_at = datetime.now(UTC)
-        answer = await sender.post(
-            work.url, signing.headers(work.secrets, work.event_public_id, timestamp, body), body
-        )
+        with tracing.client_span(
+            "webhook POST",
+            delivery_id=work.id,
+            attempt=attempt,
+            endpoint_id=work.endpoint_id,
+            event_type=work.event_type,
+        ):
+            answer = await sender.post(
+                work.url,
+                signing.headers(work.secrets, work.event_public_id, timestamp, body),
+                body,
+            )
+            if answer.status_code is not None:
+                tracing.annotate(**{"http.response.status_code": answer.status_code})
     record = AttemptRecord(
         attempted_at=attempted_at,
         status_code=answer.status_code,
