@@ -51,6 +51,12 @@ class RequestContextMiddleware:
                 headers.append((b"x-process-time", f"{elapsed:.4f}".encode()))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
+                if tracing.enabled():
+                    # Now, not after: the server span ends with the response's last byte. The
+                    # router (or the cached reads) has put the matched route into the scope.
+                    tracing.name_server_span(
+                        scope["method"], getattr(scope.get("route"), "path", _UNMATCHED)
+                    )
             await send(message)
 
         try:
@@ -61,8 +67,6 @@ class RequestContextMiddleware:
             # route, not per order. The router has put the matched route into the scope by now.
             route = getattr(scope.get("route"), "path", _UNMATCHED)
             REQUEST_DURATION.labels(scope["method"], route, str(status_code)).observe(elapsed)
-            if tracing.enabled():
-                tracing.name_server_span(scope["method"], route)
             if elapsed > self.slow_request_s:
                 log.warning(
                     "slow_request",
