@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import flash_sale_report
+from bench import flash_sale_report, webhooks_report
 from bench.options import Options
 from bench.results import Results
 from bench.stack import Stack, run_quiet
@@ -153,6 +153,8 @@ def print_medians(results: Results) -> None:
                 f"  reads hot {s['hot_reads']:6d}  other {s['other_reads']:6d}",
                 flush=True,
             )
+    for line in webhooks_report.table(results.webhooks):
+        print(line, flush=True)
 
 
 def _verdict(condition: bool, yes: str, no: str) -> str:
@@ -265,6 +267,7 @@ def write_report(
     lines += _memory_section(results, charts)
     flash_sale_report.chart(out_dir, results.flash_sale)
     lines += flash_sale_report.section(results.flash_sale)
+    lines += webhooks_report.section(results.webhooks)
     lines += [
         "",
         "Why the system is built as it is, measured: [decision records](decisions/README.md).",
