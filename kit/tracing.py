@@ -139,13 +139,11 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
-def span(
-    name: str, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any
-) -> AbstractContextManager[object]:
+def span(name: str, **attributes: Any) -> AbstractContextManager[object]:
     """A span child of the current one (a no-op when off)."""
     if _tracing is None:
         return _OFF
-    return _tracing.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+    return _tracing.tracer.start_as_current_span(name, attributes=attributes)
 
 
 def client_span(name: str, **attributes: Any) -> AbstractContextManager[object]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
-import click
 import typer
 from arq.connections import ArqRedis
 
@@ -48,9 +47,12 @@ async def _services() -> AsyncIterator[Services]:
         await pool.close()
 
 
-def _command_name() -> str:
-    context = click.get_current_context(silent=True)
-    return context.command_path if context is not None else "ordersctl"
+def _span_name(work: Callable[..., object]) -> str:
+    """`ordersctl outbox` for the work `outbox_command` defines, as every command does."""
+    command, _, inner = getattr(work, "__qualname__", "").partition(".<locals>.")
+    if not inner:
+        return "ordersctl"
+    return f"ordersctl {command.removesuffix('_command').replace('_', '-')}"
 
 
 def run(work: Callable[[Services], Awaitable[T]]) -> T:
@@ -63,9 +65,11 @@ def run(work: Callable[[Services], Awaitable[T]]) -> T:
     # The provider exports what is left when the process exits (the SDK's own atexit hook).
     tracing.configure_tracing(get_settings(), "ordersctl")
 
+    command = _span_name(work)
+
     async def run_work() -> T:
         # One trace per command, its Postgres and Redis calls the span's children.
-        with tracing.span(_command_name()):
+        with tracing.span(command, **{"code.namespace": work.__module__}):
             async with _services() as services:
                 return await work(services)
 
