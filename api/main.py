@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 from fastapi import FastAPI
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.types import Scope
 
 from api.cached_reads import CachedProductReads
@@ -115,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, slow_request_s=settings.slow_request_s)
     if tracer_provider is not None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
         # Outermost, so the server span covers every answer (the cached reads, the 413s) and
         # the request id's log lines; it continues a client's incoming `traceparent`. Named by
         # the method here, by the route once routed (RequestContextMiddleware): never the raw

@@ -18,26 +18,23 @@ import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
 from opentelemetry.trace import Link, SpanKind, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.typing import EventDict, WrappedLogger
 
 from kit.settings import Settings, otel_exporters
+
+# The SDK, the exporter and the instrumentations are imported only when tracing is turned on:
+# off, a process does not even load them.
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +44,7 @@ _OFF: AbstractContextManager[None] = contextlib.nullcontext()
 
 @dataclass(frozen=True, slots=True)
 class _Tracing:
-    provider: TracerProvider
+    provider: "TracerProvider"
     tracer: trace.Tracer
 
 
@@ -55,8 +52,8 @@ _tracing: _Tracing | None = None
 
 
 def configure_tracing(
-    settings: Settings, service_name: str, processor: SpanProcessor | None = None
-) -> TracerProvider | None:
+    settings: Settings, service_name: str, processor: "SpanProcessor | None" = None
+) -> "TracerProvider | None":
     """Installs tracing for this process if the settings turn it on (or `processor` is given,
     as the tests give an in-memory exporter's); returns the provider, None when off.
 
@@ -67,6 +64,11 @@ def configure_tracing(
         return _tracing.provider
     if processor is None and not settings.tracing_enabled:
         return None
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         # Neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES named the service.
@@ -85,7 +87,9 @@ def configure_tracing(
     return provider
 
 
-def _processors(settings: Settings) -> list[SpanProcessor]:
+def _processors(settings: Settings) -> list["SpanProcessor"]:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
     processors: list[SpanProcessor] = []
     for name in otel_exporters(settings.otel_traces_exporter) or ["otlp"]:
         if name == "otlp":
@@ -95,8 +99,7 @@ def _processors(settings: Settings) -> list[SpanProcessor]:
     return processors
 
 
-def _otlp_exporter(settings: Settings) -> SpanExporter:
-    # Imported only when tracing is on: the exporter pulls in protobuf and requests.
+def _otlp_exporter(settings: Settings) -> "SpanExporter":
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     # As the specification says: a signal's own endpoint is used as it is, the general one gets
@@ -115,6 +118,9 @@ def shutdown_tracing() -> None:
     global _tracing
     if _tracing is None:
         return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
     AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
     RedisInstrumentor().uninstrument()
     _tracing.provider.shutdown()
@@ -123,10 +129,6 @@ def shutdown_tracing() -> None:
 
 def enabled() -> bool:
     return _tracing is not None
-
-
-def provider() -> TracerProvider | None:
-    return None if _tracing is None else _tracing.provider
 
 
 def current_traceparent() -> str | None:
