@@ -24,9 +24,10 @@ class Options:
     flash_order_connections: int = 32
     # Seconds of orders in each run of the webhooks phase's with/without comparison.
     webhook_pipeline_s: float = 10.0
-    # Scenario names to run, plus "queues", "soak", "flash_sale" and "webhooks" for those
-    # phases; empty:
-    # everything.
+    # Seconds of orders in the capacity phase (the per-order costs docs/capacity.md scales).
+    capacity_s: float = 15.0
+    # Scenario names to run, plus "queues", "soak", "flash_sale", "webhooks" and "capacity" for
+    # those phases; empty: everything.
     only: frozenset[str] = frozenset()
 
     def wants(self, name: str) -> bool:

@@ -150,3 +150,20 @@ async def webhook_delivery_figures(
 
 async def delete_webhook_endpoints(conn: asyncpg.Connection, client_id: int) -> None:
     await conn.execute("DELETE FROM webhook_endpoints WHERE client_id = $1", client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseCounters:
+    """Postgres's running totals: WAL bytes written and transactions committed, all databases."""
+
+    wal_bytes: int
+    commits: int
+
+
+async def database_counters(conn: asyncpg.Connection) -> DatabaseCounters:
+    row = await conn.fetchrow(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes,"
+        " (SELECT sum(xact_commit)::bigint FROM pg_stat_database) AS commits"
+    )
+    assert row is not None
+    return DatabaseCounters(**row)

@@ -17,6 +17,7 @@ class Results:
     memory: dict[str, Any] = field(default_factory=dict)
     flash_sale: dict[str, Any] = field(default_factory=dict)
     webhooks: dict[str, Any] = field(default_factory=dict)
+    capacity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
 
@@ -31,5 +32,6 @@ class Results:
             "memory": self.memory,
             "flash_sale": self.flash_sale,
             "webhooks": self.webhooks,
+            "capacity": self.capacity,
             "notes": self.notes,
         }

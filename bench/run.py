@@ -2,15 +2,15 @@
 
 The HTTP scenarios come first (bench.phases.http: interleaved rounds, medians), then the queue
 (bench.phases.queues), the memory soak (bench.phases.soak), the flash sale
-(bench.phases.flash_sale) and the webhooks (bench.phases.webhooks), each on the same Postgres,
-Redis and mail sink. A phase that fails is reported as such; the figures of the others are
-still worth having.
+(bench.phases.flash_sale), the webhooks (bench.phases.webhooks) and the per-order costs
+(bench.phases.capacity), each on the same Postgres, Redis and mail sink. A phase that fails is
+reported as such; the figures of the others are still worth having.
 """
 
 import asyncio
 
 from bench.options import Options
-from bench.phases import flash_sale, http, queues, soak, webhooks
+from bench.phases import capacity, flash_sale, http, queues, soak, webhooks
 from bench.phases.common import say
 from bench.results import Results
 from bench.scenarios import all_scenarios
@@ -60,6 +60,15 @@ def run(stack: Stack, options: Options) -> Results:
         except Exception as exc:
             results.notes.append(
                 f"The webhooks phase failed: {exc!r} (see the run directory's logs)."
+            )
+            say(results.notes[-1])
+    if options.wants("capacity"):
+        say("capacity: what one order costs each process, Postgres's WAL and Redis")
+        try:
+            capacity.run(stack, options, results)
+        except Exception as exc:
+            results.notes.append(
+                f"The capacity phase failed: {exc!r} (see the run directory's logs)."
             )
             say(results.notes[-1])
     return results
