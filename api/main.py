@@ -10,6 +10,7 @@ import asyncpg
 import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.types import Scope
 
 from api.cached_reads import CachedProductReads
 from api.deps import AppState
@@ -17,6 +18,7 @@ from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
 from api.rate_limit import ClusterRateLimiter, Limiter, RateLimiter
 from api.routes import events, health, metrics, orders, products, webhooks
+from kit import tracing
 from kit.db import create_pool
 from kit.heap import freeze_startup_heap
 from kit.logging import configure_logging
@@ -48,6 +50,7 @@ def create_rate_limiter(settings: Settings, redis: Redis) -> Limiter:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    tracer_provider = tracing.configure_tracing(settings, "orders-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = create_redis(settings)
         cache = ProductCache(redis, settings.catalogue_cache_ttl_s, settings.catalogue_local_ttl_s)
         reload_products_ahead(pool, settings, cache)
-        listener = asyncio.create_task(cache.listen(), name="catalogue-cache-listener")
+        # Background loops trace nothing: a trace per pub/sub message or gauge would drown the
+        # requests' (kit/tracing.py).
+        background = tracing.background_context()
+        listener = asyncio.create_task(
+            cache.listen(), name="catalogue-cache-listener", context=background
+        )
         app.state.orders = AppState(
             settings=settings,
             pool=pool,
@@ -68,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.
-        pool_gauges = asyncio.create_task(_refresh_pool_gauges(pool), name="pool-gauges")
+        pool_gauges = asyncio.create_task(
+            _refresh_pool_gauges(pool), name="pool-gauges", context=background
+        )
         # Logged by the app rather than left to the server: Granian says nothing of the lifespan.
         log.info("api_started", pid=os.getpid(), frozen_objects=freeze_startup_heap())
         try:
@@ -84,12 +94,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pool.close()
             mark_process_dead()
             log.info("api_stopped", pid=os.getpid())
+            # Exports the spans still buffered, before the server exits.
+            if tracer_provider is not None:
+                tracer_provider.force_flush()
 
     app = FastAPI(
         title="Orders API",
         version="1.0.0",
         summary="Place orders; stock is reserved and confirmations are emailed asynchronously.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry bridge, off always. Off, it would trace through any
+        # provider another library installed; on, the server span is the ASGI
+        # instrumentation's, outside the cached reads, and the bridge would add none of its
+        # own but still cost about 100 µs a request (docs/tracing.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     app.include_router(orders.router)
@@ -103,7 +121,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CachedProductReads, route=products.product_route())
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, slow_request_s=settings.slow_request_s)
+    if tracer_provider is not None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        # Outermost, so the server span covers every answer (the cached reads, the 413s) and
+        # the request id's log lines; it continues a client's incoming `traceparent`. Named by
+        # the method here, by the route once routed (RequestContextMiddleware): never the raw
+        # path, one name per route. Only when tracing is on: off, no layer is added at all.
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=tracer_provider,
+            default_span_details=_span_details,
+            exclude_spans=["receive", "send"],
+        )
     return app
+
+
+def _span_details(scope: Scope) -> tuple[str, dict[str, str]]:
+    return scope.get("method", "HTTP"), {}
 
 
 app = create_app()

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
+from kit import tracing
 from kit.metrics import REQUEST_DURATION
 
 log = structlog.get_logger("api.requests")
@@ -59,6 +60,12 @@ class RequestContextMiddleware:
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(scope["state"].get(_EXTRA_HEADERS, ()))
                 message["headers"] = headers
+                if tracing.enabled():
+                    # Now, not after: the server span ends with the response's last byte. The
+                    # router (or the cached reads) has put the matched route into the scope.
+                    tracing.name_server_span(
+                        scope["method"], getattr(scope.get("route"), "path", _UNMATCHED)
+                    )
             await send(message)
 
         try:

@@ -284,6 +284,7 @@ def write_report(
         f"{_fmt(f.ratio('product_hit_cluster_limit', 'product_hit_process_limit'), 2)}x its "
         "rate ([0035](decisions/0035-cluster-rate-limit.md)).",
         "",
+        *_tracing_section(f, titles),
     ]
     lines += _queue_section(f, results, charts)
     lines += _claims_section(f, results, titles, charts)
@@ -348,6 +349,27 @@ def _scaling_text(f: _Figures) -> list[str]:
         f"{_fmt(f.ratio('hello', 'hello_uvicorn'), 2)}x uvicorn's rate, `POST /v1/orders` at "
         f"{_fmt(f.ratio('post_order', 'post_order_uvicorn'), 2)}x and the cached product read"
         f" at {_fmt(f.ratio('product_hit', 'product_hit_uvicorn'), 2)}x.",
+    ]
+
+
+def _tracing_section(f: _Figures, titles: dict[str, str]) -> list[str]:
+    pairs = [("post_order", "post_order_traced"), ("product_hit", "product_hit_traced")]
+    if not any(traced in f.results.http for _, traced in pairs):
+        return []
+    names = [(n, titles[n]) for pair in pairs for n in pair if n in titles]
+    return [
+        "## Tracing on and off",
+        "",
+        *_http_table(f, names),
+        "",
+        "The same API process, once without tracing (the default: nothing installed) and once "
+        "exporting every span over OTLP/HTTP to a loopback receiver that keeps nothing "
+        "(`bench/otlp_sink.py`), in the same interleaved rounds. With tracing on, "
+        f"`POST /v1/orders` runs at {_fmt(f.ratio('post_order_traced', 'post_order'), 2)}x and "
+        "the cached product read at "
+        f"{_fmt(f.ratio('product_hit_traced', 'product_hit'), 2)}x the rate without "
+        "([tracing](tracing.md)).",
+        "",
     ]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 
+from kit import tracing
 from kit.settings import Settings
 
 _SECRET_KEYS = frozenset({"authorization", "api_key", "password", "database_url", "redis_url"})
@@ -27,9 +28,13 @@ def configure_logging(settings: Settings) -> None:
         if settings.log_format == "json"
         else structlog.dev.ConsoleRenderer()
     )
+    processors: list[structlog.typing.Processor] = [structlog.contextvars.merge_contextvars]
+    if tracing.enabled():
+        # Only with tracing on: off, a line costs no lookup of a span that cannot exist.
+        processors.append(tracing.add_trace_ids)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            *processors,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_secrets,

@@ -132,6 +132,19 @@ class Settings(BaseSettings):
     rate_limit_scope: Literal["cluster", "process"] = "process"
     rate_limit_redis_timeout_s: float = Field(default=0.05, gt=0)
 
+    # Tracing (kit/tracing.py, docs/tracing.md): the standard OpenTelemetry variables that decide
+    # whether it is on. It is off unless an OTLP endpoint is set or OTEL_TRACES_EXPORTER names an
+    # exporter; OTEL_SDK_DISABLED=true turns it off whatever else is set. The SDK reads the rest
+    # itself (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS, ...).
+    otel_sdk_disabled: bool = False
+    # Comma-separated: `otlp` (HTTP/protobuf), `console`, or `none`.
+    otel_traces_exporter: str = ""
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    # Only HTTP/protobuf is installed (the specification's default); gRPC is refused at start.
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
+    otel_exporter_otlp_traces_protocol: Literal["http/protobuf"] = "http/protobuf"
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -152,12 +165,29 @@ class Settings(BaseSettings):
             raise ValueError("SMTP_URL must look like smtp://host:port")
         return value
 
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str) -> str:
+        unknown = set(otel_exporters(value)) - {"otlp", "console", "none"}
+        if unknown:
+            raise ValueError(f"OTEL_TRACES_EXPORTER: no exporter {', '.join(sorted(unknown))}")
+        return value
+
     @model_validator(mode="after")
     def _events_outlive_their_deliveries(self) -> "Settings":
         # A delivery still being retried needs its event.
         if self.event_retention_s < self.webhook_max_age_s:
             raise ValueError("EVENT_RETENTION_S must be at least WEBHOOK_MAX_AGE_S")
         return self
+
+    @property
+    def tracing_enabled(self) -> bool:
+        if self.otel_sdk_disabled:
+            return False
+        exporters = otel_exporters(self.otel_traces_exporter)
+        if exporters:
+            return exporters != ["none"]
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @property
     def smtp_host(self) -> str:
@@ -167,6 +197,11 @@ class Settings(BaseSettings):
     def smtp_port(self) -> int:
         parts = urlsplit(self.smtp_url)
         return parts.port or (465 if parts.scheme == "smtps" else 25)
+
+
+def otel_exporters(value: str) -> list[str]:
+    """The names in an OTEL_TRACES_EXPORTER value (`otlp,console`)."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 @lru_cache(maxsize=1)

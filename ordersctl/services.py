@@ -10,6 +10,7 @@ import asyncpg
 import typer
 from arq.connections import ArqRedis
 
+from kit import tracing
 from kit.db import UNAVAILABLE_ERRORS, connection, create_pool
 from kit.errors import DomainError
 from kit.redis import REDIS_UNAVAILABLE_ERRORS, create_queue_client
@@ -46,6 +47,14 @@ async def _services() -> AsyncIterator[Services]:
         await pool.close()
 
 
+def _span_name(work: Callable[..., object]) -> str:
+    """`ordersctl outbox` for the work `outbox_command` defines, as every command does."""
+    command, _, inner = getattr(work, "__qualname__", "").partition(".<locals>.")
+    if not inner:
+        return "ordersctl"
+    return f"ordersctl {command.removesuffix('_command').replace('_', '-')}"
+
+
 def run(work: Callable[[Services], Awaitable[T]]) -> T:
     """`work` on fresh connections in an event loop of its own, as a command runs once.
 
@@ -53,9 +62,16 @@ def run(work: Callable[[Services], Awaitable[T]]) -> T:
     reached exits 3, unknown.
     """
 
+    # The provider exports what is left when the process exits (the SDK's own atexit hook).
+    tracing.configure_tracing(get_settings(), "ordersctl")
+
+    command = _span_name(work)
+
     async def run_work() -> T:
-        async with _services() as services:
-            return await work(services)
+        # One trace per command, its Postgres and Redis calls the span's children.
+        with tracing.span(command, **{"code.namespace": work.__module__}):
+            async with _services() as services:
+                return await work(services)
 
     try:
         return asyncio.run(run_work())

@@ -157,6 +157,9 @@ class OutboxEntry(Base):
     args: Mapped[list[object]] = mapped_column(JSONB)
     order_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C traceparent of the span that caused the job (the order's request), when tracing is
+    # on: the relay hands it to the job, whose span continues the order's trace (docs/tracing.md).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivery_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))

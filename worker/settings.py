@@ -15,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kit import tracing
 from kit.db import create_pool
 from kit.heap import freeze_startup_heap
 from kit.logging import configure_logging
@@ -73,6 +74,10 @@ async def create_worker_context(settings: Settings) -> WorkerContext:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
+    tracing.configure_tracing(settings, "orders-worker")
+    # ARQ's poll loop, the relay and the heartbeat run in this task's context, or in tasks
+    # created from it: they trace nothing of their own, a job's span traces what it does.
+    tracing.quiet_background()
     configure_logging(settings)
     worker = await create_worker_context(settings)
     ctx["settings"] = settings
@@ -133,6 +138,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await worker.webhooks.close()
         await worker.redis.aclose()
         await worker.pool.close()
+    tracing.shutdown_tracing()
 
 
 def _periodic(

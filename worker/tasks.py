@@ -16,6 +16,7 @@ import aiosmtplib
 import structlog
 from arq import Retry
 
+from kit import tracing
 from kit.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from kit.errors import ServiceUnavailable
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
@@ -104,19 +105,20 @@ def _job(
 ) -> Callable[..., Coroutine[Any, Any, JobResult[R]]]:
     """Binds the job's ids to the log context, bounds its run time, and sorts its failures.
 
-    A job carries one order (`order_ids` an int) or a batch (a list, with `request_ids` in the
-    same order). Failures are sorted order by order: an order that failed for good (it does not
-    exist, its recipient was refused) is recorded as a dead job under its own job id
-    (`send_confirmation:42`, as if it had been a job alone), and the others' results stand. If
-    any order failed transiently, the job is retried with backoff until `JOB_MAX_TRIES`; the
-    retry skips the orders whose work is done. Orders still failing then are recorded as dead
-    too. A batch that fails as a whole for good (a bug one order's data triggers) is run again
-    order by order, so that only the orders that fail alone are recorded as dead. A job that
-    starts with its tries already spent (its worker died, or was killed, on the last one)
-    records its orders as dead without running. When they cannot be recorded (Postgres is down)
-    the job is retried instead, so they are recorded once Postgres is back rather than
-    forgotten. A job of one order that fails for good fails in ARQ too; a batch job completes,
-    its result naming the orders recorded as dead.
+    A job carries one order (`order_ids` an int) or a batch (a list, with `request_ids` and
+    `traceparents` in the same order); its span continues its order's trace, or links to each of
+    its orders' (kit.tracing.job_span). Failures are sorted order by order: an order that failed
+    for good (it does not exist, its recipient was refused) is recorded as a dead job under its
+    own job id (`send_confirmation:42`, as if it had been a job alone), and the others' results
+    stand. If any order failed transiently, the job is retried with backoff until
+    `JOB_MAX_TRIES`; the retry skips the orders whose work is done. Orders still failing then
+    are recorded as dead too. A batch that fails as a whole for good (a bug one order's data
+    triggers) is run again order by order, so that only the orders that fail alone are recorded
+    as dead. A job that starts with its tries already spent (its worker died, or was killed, on
+    the last one) records its orders as dead without running. When they cannot be recorded
+    (Postgres is down) the job is retried instead, so they are recorded once Postgres is back
+    rather than forgotten. A job of one order that fails for good fails in ARQ too; a batch job
+    completes, its result naming the orders recorded as dead.
     """
 
     @wraps(function)
@@ -126,6 +128,23 @@ def _job(
         *,
         request_id: str | None = None,
         request_ids: list[str | None] | None = None,
+        traceparent: str | None = None,
+        traceparents: list[str | None] | None = None,
+    ) -> JobResult[R]:
+        job_id = ctx.get("job_id")
+        count = len(order_ids) if isinstance(order_ids, list) else 1
+        with tracing.job_span(
+            name.value,
+            traceparents or [traceparent],
+            **{"messaging.system": "arq", "messaging.message.id": job_id or "", "orders": count},
+        ):
+            return await _run(ctx, order_ids, request_id, request_ids)
+
+    async def _run(
+        ctx: dict[str, Any],
+        order_ids: int | list[int],
+        request_id: str | None,
+        request_ids: list[str | None] | None,
     ) -> JobResult[R]:
         worker: WorkerContext = ctx["worker"]
         settings = worker.settings

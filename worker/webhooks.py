@@ -16,6 +16,7 @@ import structlog
 from arq import Retry
 from arq.connections import ArqRedis
 
+from kit import tracing
 from kit.db import CONTENTION_ERRORS, UNAVAILABLE_ERRORS
 from kit.errors import ServiceUnavailable
 from kit.settings import Settings
@@ -56,22 +57,36 @@ async def deliver_webhook(
     *,
     request_id: str | None = None,
     request_ids: list[str | None] | None = None,
+    traceparent: str | None = None,
+    traceparents: list[str | None] | None = None,
 ) -> str | dict[str, int]:
     """One try (`delivery_id`, `attempt`), or a batch of them (a list of [delivery id, try]
-    pairs, with `request_ids` in the same order) as the relay hands first tries over."""
+    pairs, with `request_ids` and `traceparents` in the same order) as the relay hands first
+    tries over. The job's span is a child of the order's span for one try, linked to each
+    order's for a batch (kit.tracing.job_span); a retry queued from here keeps its order's."""
     worker: WorkerContext = ctx["worker"]
     settings = worker.settings
     if isinstance(delivery_id, list):
         tries = [(int(pair[0]), int(pair[1])) for pair in delivery_id]
         requests = dict(zip((d for d, _ in tries), request_ids or [None] * len(tries), strict=True))
+        traces = dict(zip((d for d, _ in tries), traceparents or [None] * len(tries), strict=True))
         bound: dict[str, Any] = {"deliveries": len(tries)}
     else:
         assert attempt is not None
         tries = [(delivery_id, attempt)]
         requests = {delivery_id: request_id}
+        traces = {delivery_id: traceparent}
         bound = {"delivery_id": delivery_id, "attempt": attempt, "request_id": request_id}
-    with structlog.contextvars.bound_contextvars(
-        job_id=ctx.get("job_id"), job=JobName.DELIVER_WEBHOOK.value, **bound
+    span = tracing.job_span(
+        JobName.DELIVER_WEBHOOK.value,
+        list(traces.values()),
+        **{"messaging.system": "arq", "messaging.message.id": ctx.get("job_id") or ""},
+    )
+    with (
+        span,
+        structlog.contextvars.bound_contextvars(
+            job_id=ctx.get("job_id"), job=JobName.DELIVER_WEBHOOK.value, **bound
+        ),
     ):
         with worker.webhooks.job_slot() as free:
             if not free:
@@ -109,7 +124,14 @@ async def deliver_webhook(
                 raise
         for retried_id, result in batch.results.items():
             if result.outcome is Outcome.RETRYING:
-                await _queue_try(ctx["redis"], settings, retried_id, result, requests[retried_id])
+                await _queue_try(
+                    ctx["redis"],
+                    settings,
+                    retried_id,
+                    result,
+                    requests[retried_id],
+                    traces[retried_id],
+                )
         for left_id, left_try in batch.left:
             # Not started before the job's time ran out: a job of its own, at once.
             await _queue_try(
@@ -118,6 +140,7 @@ async def deliver_webhook(
                 left_id,
                 delivery.Result(Outcome.RETRYING, left_try, None),
                 requests[left_id],
+                traces[left_id],
             )
         if len(tries) == 1 and not batch.left:
             return batch.results[tries[0][0]].outcome.value
@@ -131,9 +154,12 @@ async def _queue_try(
     delivery_id: int,
     result: delivery.Result,
     request_id: str | None,
+    traceparent: str | None,
 ) -> None:
     assert result.next_attempt is not None
     kwargs: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
+    if traceparent is not None:
+        kwargs["traceparent"] = traceparent
     try:
         await queue.enqueue_job(
             JobName.DELIVER_WEBHOOK.value,

@@ -62,6 +62,19 @@ def start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
         ),
     ]
     servers = {}
+    if "api1_traced" in needed:
+        # Tracing on, every span exported (the SDK's default sampler) to a receiver that keeps
+        # nothing (bench/otlp_sink.py), on the same machine.
+        sink = stack.server("otlp_sink", PRODUCTION_SERVER, "bench.otlp_sink:app", 1)
+        specs.append(
+            (
+                "api1_traced",
+                PRODUCTION_SERVER,
+                "api.main:app",
+                1,
+                {**PRODUCTION_POOL, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url},
+            )
+        )
     for name, argv_for, app, workers, env in specs:
         if name not in needed:
             continue

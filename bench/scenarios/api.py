@@ -79,6 +79,20 @@ def scenarios(seed: Seed, miss_window: int) -> list[Scenario]:
             orders_script,
         ),
         Scenario(
+            "post_order_traced",
+            "tracing",
+            "POST /v1/orders, tracing on",
+            "api1_traced",
+            orders_script,
+        ),
+        Scenario(
+            "product_hit_traced",
+            "tracing",
+            "GET /v1/products/{id} cached, tracing on",
+            "api1_traced",
+            fixed(hot_ids),
+        ),
+        Scenario(
             "product_hit_uvicorn",
             "server",
             "GET /v1/products/{id} cached, uvicorn",

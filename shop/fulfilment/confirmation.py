@@ -8,6 +8,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 
+from kit import tracing
 from kit.db import connection
 from kit.errors import PermanentJobError
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
@@ -121,7 +122,12 @@ async def _send(
 
     async def send_one(order: OrderPublic) -> None:
         try:
-            await mailer.send(confirmation_message(order, settings))
+            with tracing.client_span(
+                "smtp send",
+                order_id=order.id,
+                **{"server.address": settings.smtp_host, "server.port": settings.smtp_port},
+            ):
+                await mailer.send(confirmation_message(order, settings))
         except Exception as exc:
             outcomes.failed[order.id] = exc
         else:

@@ -14,13 +14,15 @@ class PendingJob:
     function: str
     args: list[object]
     request_id: str | None
+    # The span that caused the job, as a W3C traceparent (None when tracing was off).
+    traceparent: str | None = None
 
 
 _CLAIM_PENDING = (
     "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
     " WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL"
     "              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, job_id, function, args, request_id"
+    " RETURNING id, job_id, function, args, request_id, traceparent"
 )
 
 
@@ -44,7 +46,7 @@ async def claim_unfinished(
     left to operators. The first condition is the predicate of `ix_orders_unfinished`.
     """
     rows = await conn.fetch(
-        "SELECT o.id, o.job_id, o.function, o.args, o.request_id"
+        "SELECT o.id, o.job_id, o.function, o.args, o.request_id, o.traceparent"
         " FROM orders ord JOIN outbox o ON o.order_id = ord.id"
         " WHERE (ord.status = 'pending'"
         "        OR (ord.status = 'confirmed' AND ord.confirmation_sent_at IS NULL))"

@@ -29,6 +29,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
+from kit import tracing
 from kit.db import UNAVAILABLE_ERRORS, connection
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
@@ -109,6 +110,8 @@ class QueuedJob:
 
 def _single(row: PendingJob) -> QueuedJob:
     kwargs: dict[str, Any] = {} if row.request_id is None else {"request_id": row.request_id}
+    if row.traceparent is not None:
+        kwargs["traceparent"] = row.traceparent
     return QueuedJob(row.job_id, row.function, tuple(row.args), kwargs, (row,))
 
 
@@ -130,7 +133,8 @@ _ORDER_JOBS = frozenset({JobName.RESERVE_INVENTORY.value, JobName.SEND_CONFIRMAT
 def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
     """The jobs that carry `rows`: those of one function in groups of at most `batch_size`, in
     row order, each called with the list of its rows' orders (or webhook tries) and their
-    request ids; a group of one, or a row of any other kind, as the row's own job."""
+    request ids and traceparents (which the job's span continues or links to:
+    kit.tracing.job_span); a group of one, or a row of any other kind, as the row's own job."""
     groups: dict[str, list[tuple[PendingJob, object]]] = {}
     jobs: list[QueuedJob] = []
     for row in rows:
@@ -148,6 +152,8 @@ def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
             kwargs: dict[str, Any] = {}
             if any(row.request_id is not None for row, _ in chunk):
                 kwargs["request_ids"] = [row.request_id for row, _ in chunk]
+            if any(row.traceparent is not None for row, _ in chunk):
+                kwargs["traceparents"] = [row.traceparent for row, _ in chunk]
             jobs.append(
                 QueuedJob(
                     batch_job_id(function, [row.id for row, _ in chunk]),
@@ -192,7 +198,13 @@ class OutboxRelay:
             )
             keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
             args += [job.job_id, payload]
-        queued = {job_id.decode() for job_id in await self._enqueue_script(keys=keys, args=args)}
+        with tracing.publish_span(
+            f"{self._settings.queue_name} publish",
+            [row.traceparent for row in rows],
+            **{"messaging.system": "arq", "messaging.batch.message_count": len(jobs)},
+        ):
+            answer = await self._enqueue_script(keys=keys, args=args)
+        queued = {job_id.decode() for job_id in answer}
         return [job for job in jobs if job.job_id in queued]
 
     async def deliver_pending(self) -> int:

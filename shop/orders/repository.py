@@ -34,8 +34,8 @@ new_lines AS (
     FROM new_order, unnest($7::bigint[], $8::int[], $9::bigint[])
          WITH ORDINALITY AS line(product_id, quantity, unit_price_cents, position)
 ), new_job AS (
-    INSERT INTO outbox (job_id, function, args, order_id, request_id)
-    SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6
+    INSERT INTO outbox (job_id, function, args, order_id, request_id, traceparent)
+    SELECT $10 || new_order.id, $11, jsonb_build_array(new_order.id), new_order.id, $6, $12::text
     FROM new_order
 ), {webhooks_repo.ORDER_CREATED}"""
 
@@ -74,10 +74,10 @@ _INSERT_KEYED_ORDERS = f"""
 WITH keyed AS MATERIALIZED (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
                          $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
-                         $11::bytea[], $12::int[], $13::bytea[], $14::text[])
+                         $11::bytea[], $12::int[], $13::bytea[], $14::text[], $23::text[])
         AS k(order_id, client_id, customer_email, customer_name, total_cents, currency,
              request_id, created_at, key, endpoint, request_hash, response_status,
-             response_body, response_location)
+             response_body, response_location, traceparent)
 ), locked AS MATERIALIZED (
     SELECT * FROM keyed WHERE {idempotency_repo.try_lock_sql("$15", "keyed.client_id", "keyed.key")}
 ), new_order AS (
@@ -94,8 +94,9 @@ WITH keyed AS MATERIALIZED (
          AS line(order_id, position, product_id, quantity, unit_price_cents)
     JOIN locked ON locked.order_id = line.order_id
 ), new_job AS (
-    INSERT INTO outbox (job_id, function, args, order_id, request_id)
-    SELECT $21 || order_id, $22, jsonb_build_array(order_id), order_id, request_id FROM locked
+    INSERT INTO outbox (job_id, function, args, order_id, request_id, traceparent)
+    SELECT $21 || order_id, $22, jsonb_build_array(order_id), order_id, request_id, traceparent
+    FROM locked
 ), new_key AS (
     INSERT INTO idempotency_keys (client_id, key, endpoint, request_hash, response_status,
                                   response_body, response_location)
@@ -162,7 +163,8 @@ def _order_parameters(
     currency: str,
     request_id: str | None,
 ) -> tuple[object, ...]:
-    """$1..$11 of both order inserts, keyed or not: they share the order's part of the SQL."""
+    """$1..$11 of both order inserts, keyed or not: they share the order's part of the SQL.
+    The unkeyed insert adds $12, the request's traceparent; the keyed one its $23 array."""
     return (
         client_id,
         customer.email,
@@ -187,10 +189,12 @@ async def insert_with_reservation_job(
     total_cents: int,
     currency: str,
     request_id: str | None,
+    traceparent: str | None = None,
 ) -> tuple[int, datetime]:
     row = await conn.fetchrow(
         _INSERT_ORDER,
         *_order_parameters(client_id, customer, lines, total_cents, currency, request_id),
+        traceparent,
     )
     assert row is not None
     return row["id"], row["created_at"]
@@ -233,6 +237,8 @@ class KeyedOrder:
     response_status: int
     response_body: bytes
     response_location: str
+    # The W3C traceparent of the request's span, stored with the order's outbox row.
+    traceparent: str | None = None
 
 
 async def insert_keyed_with_reservation_jobs(
@@ -267,6 +273,7 @@ async def insert_keyed_with_reservation_jobs(
         [line.unit_price_cents for _, line in lines],
         job_id_prefix(JobName.RESERVE_INVENTORY),
         JobName.RESERVE_INVENTORY.value,
+        [order.traceparent for order in orders],
     )
     return {row["id"] for row in rows}
 

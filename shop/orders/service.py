@@ -5,6 +5,7 @@ from datetime import datetime
 
 import asyncpg
 
+from kit import tracing
 from kit.db import connection
 from kit.errors import Conflict, InvalidRequest, NotFound, RequestInProgress
 from kit.pagination import decode_cursor, encode_cursor
@@ -106,6 +107,7 @@ async def place_order_once(
                 total_cents=total,
                 currency=currency,
                 request_id=request_id,
+                traceparent=tracing.current_traceparent(),
                 key=idempotency_key,
                 endpoint=request.endpoint,
                 request_hash=request.request_hash,
@@ -137,6 +139,7 @@ async def _place(
         total_cents=total,
         currency=currency,
         request_id=request_id,
+        traceparent=tracing.current_traceparent(),
     )
     return _pending(order_id, created_at, order, lines, total, currency)
 

@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from kit import tracing
 from kit.db import connection
 from kit.settings import Settings
 from shop.jobs import dead_job_repository as dead_jobs_repo
@@ -336,9 +337,19 @@ async def _post(sender: WebhookSender, work: DeliveryWork) -> Answer:
         work.event_public_id, work.event_type, work.event_created_at, work.event_data
     )
     timestamp = int(time.time())
-    return await sender.post(
-        work.url, signing.headers(work.secrets, work.event_public_id, timestamp, body), body
-    )
+    with tracing.client_span(
+        "webhook POST",
+        delivery_id=work.id,
+        attempt=work.attempts,
+        endpoint_id=work.endpoint_id,
+        event_type=work.event_type,
+    ):
+        answer = await sender.post(
+            work.url, signing.headers(work.secrets, work.event_public_id, timestamp, body), body
+        )
+        if answer.status_code is not None:
+            tracing.annotate(**{"http.response.status_code": answer.status_code})
+    return answer
 
 
 async def _record(conn: asyncpg.Connection, settings: Settings, made: _Made) -> Result:

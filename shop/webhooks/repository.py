@@ -5,7 +5,8 @@ from typing import Any
 
 import asyncpg
 
-from shop.jobs.names import JobName
+from kit import tracing
+from shop.jobs.names import JobName, job_id_prefix
 from shop.models import WebhookDeliveryStatus, WebhookEventType
 
 _ENDPOINT_COLUMNS = (
@@ -35,9 +36,11 @@ def _public_id_sql() -> str:
 
 # Fans the events of `new_event` (id, client_id, order_id, type, request_id) out to the
 # client's enabled endpoints that take their type: a delivery each, and its first try's job in
-# the outbox. A fragment of the statement that writes the events, so the change, its events and
-# their deliveries commit together or not at all.
-FAN_OUT = f"""
+# the outbox, with the traceparent `traceparent_sql` gives (an expression over `new_event`), so
+# that the delivery continues its order's trace. A fragment of the statement that writes the
+# events, so the change, its events and their deliveries commit together or not at all.
+def _fan_out(traceparent_sql: str) -> str:
+    return f"""
 new_deliveries AS (
     INSERT INTO webhook_deliveries (event_id, endpoint_id)
     SELECT new_event.id, w.id
@@ -47,18 +50,30 @@ new_deliveries AS (
          AND w.disabled_at IS NULL
     RETURNING id, event_id
 ), new_delivery_jobs AS (
-    INSERT INTO outbox (job_id, function, args, order_id, request_id)
+    INSERT INTO outbox (job_id, function, args, order_id, request_id, traceparent)
     SELECT '{JobName.DELIVER_WEBHOOK.value}:' || d.id || ':0', '{JobName.DELIVER_WEBHOOK.value}',
-           jsonb_build_array(d.id, 0), new_event.order_id, new_event.request_id
+           jsonb_build_array(d.id, 0), new_event.order_id, new_event.request_id,
+           {traceparent_sql}
     FROM new_deliveries AS d JOIN new_event ON new_event.id = d.event_id
 )"""
+
+
+# The traceparent of the order's request, from the outbox row its transaction wrote; looked up
+# only when tracing is on (`tracing_on`, a parameter), so that off it costs no lookup.
+def _order_traceparent(tracing_on: str) -> str:
+    return (
+        f"CASE WHEN {tracing_on} THEN (SELECT job.traceparent FROM outbox AS job"
+        f" WHERE job.job_id = '{job_id_prefix(JobName.RESERVE_INVENTORY)}' || new_event.order_id)"
+        " END"
+    )
 
 
 # The order.created event of each order `new_order` (id, created_at) inserted, and its deliveries:
 # CTEs of the statement that inserts the order (shop.orders.repository), whose parameters the
 # order's JSON is built from ($1 client, $2 email, $3 name, $4 total, $5 currency, $6 request
-# id, $7..$9 the lines), so the event costs the order no round trip. The shape is the one GET
-# /v1/orders/{id} answers for a pending order; render_order gives it the API's exact form.
+# id, $7..$9 the lines; $12 is its traceparent), so the event costs the order no round trip. The
+# shape is the one GET /v1/orders/{id} answers for a pending order; render_order gives it the
+# API's exact form.
 ORDER_CREATED = f"""new_event AS (
     INSERT INTO webhook_events (public_id, client_id, order_id, type, request_id, data)
     SELECT {_public_id_sql()}, $1, new_order.id, '{WebhookEventType.ORDER_CREATED.value}', $6,
@@ -75,12 +90,15 @@ ORDER_CREATED = f"""new_event AS (
                'rejection_reason', null, 'confirmation_sent_at', null)
     FROM new_order
     RETURNING id, client_id, order_id, type, request_id
-), {FAN_OUT}"""
+), {_fan_out("$12::text")}"""
 
 
 # The order.created events of the orders an Idempotency-Key statement inserts (`locked`, one row
 # per order written: shop.orders.repository), and their deliveries. Their data is the response
 # each request stores and answers, which is the order as GET /v1/orders/{id} answers it.
+_KEYED_TRACEPARENT = (
+    "(SELECT locked.traceparent FROM locked WHERE locked.order_id = new_event.order_id)"
+)
 KEYED_ORDERS_CREATED = f"""new_event AS (
     INSERT INTO webhook_events (public_id, client_id, order_id, type, request_id, data)
     SELECT {_public_id_sql()}, locked.client_id, locked.order_id,
@@ -88,7 +106,7 @@ KEYED_ORDERS_CREATED = f"""new_event AS (
            convert_from(locked.response_body, 'UTF8')::jsonb
     FROM locked
     RETURNING id, client_id, order_id, type, request_id
-), {FAN_OUT}"""
+), {_fan_out(_KEYED_TRACEPARENT)}"""
 
 
 # The order as GET /v1/orders/{id} shows it (shop.orders.repository), built by Postgres from the
@@ -113,7 +131,7 @@ WITH new_event AS (
     JOIN orders AS o ON o.id = e.order_id
     ORDER BY e.position
     RETURNING id, client_id, order_id, type, request_id
-), {FAN_OUT}
+), {_fan_out(_order_traceparent("$3"))}
 SELECT count(*) FROM new_deliveries
 """
 
@@ -133,6 +151,7 @@ async def insert_order_events(
         _INSERT_ORDER_EVENTS,
         list(event_type_by_order),
         [event_type.value for event_type in event_type_by_order.values()],
+        tracing.enabled(),
     )
     return count
 
@@ -444,7 +463,7 @@ async def list_events(
 _REDELIVER = f"""
 WITH new_event AS (
     SELECT id, client_id, order_id, type, request_id FROM webhook_events WHERE id = $1
-), {FAN_OUT}
+), {_fan_out("NULL")}
 SELECT count(*) FROM new_deliveries
 """
 

@@ -27,6 +27,7 @@ def test_smoke_run_starts_the_system_measures_every_scenario_and_writes_the_repo
         "## The machine",
         "## Targets",
         "## The API against the framework's ceiling",
+        "## Tracing on and off",
         "## End to end: accepted, confirmed, emailed",
         "## BackgroundTasks or a queue",
         "## The guide's claims, measured",
@@ -35,7 +36,8 @@ def test_smoke_run_starts_the_system_measures_every_scenario_and_writes_the_repo
     ):
         assert heading in report
     # Every scenario ran and answered without errors (a broken endpoint shows up here).
-    for scenario in ("hello", "post_order", "product_hit", "product_miss", "driver_sync_def"):
+    scenarios = ("hello", "post_order", "product_hit", "product_miss", "driver_sync_def")
+    for scenario in (*scenarios, "post_order_traced", "product_hit_traced"):
         assert f"(`{scenario}`)" in report
     assert "| 0 |" in report
     assert "The flash sale failed" not in report
