@@ -112,6 +112,20 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # PgBouncer and Redis Sentinel (docs/deployment.md, decisions 0033 and 0034).
+    # `transaction` when DATABASE_URL is a PgBouncer in transaction pooling: no named prepared
+    # statements (they do not survive a change of server connection) and no session settings at
+    # connect (PgBouncer refuses them; the server role carries the timeouts instead).
+    database_pool_mode: Literal["session", "transaction"] = "session"
+    # The relay's LISTEN needs a session of its own on Postgres itself, not on a transaction
+    # pooler: unset, it uses DATABASE_URL.
+    database_listen_url: SecretStr | None = None
+    # Comma-separated host:port of Redis Sentinels; empty, REDIS_URL's host is Redis itself.
+    # With sentinels, REDIS_URL still gives the database number and the data nodes' password.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "orders"
+    redis_sentinel_password: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -122,6 +136,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         RedisDsn(value.get_secret_value())
+        return value
+
+    @field_validator("database_listen_url")
+    @classmethod
+    def _listen_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            PostgresDsn(value.get_secret_value())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        _parse_hosts(value)
         return value
 
     @field_validator("smtp_url")
@@ -140,6 +167,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def listen_url(self) -> str:
+        """Where the relay LISTENs: a direct session on Postgres."""
+        return (self.database_listen_url or self.database_url).get_secret_value()
+
+    @property
+    def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
+        return _parse_hosts(self.redis_sentinels)
+
+    @property
     def smtp_host(self) -> str:
         return urlsplit(self.smtp_url).hostname or "127.0.0.1"
 
@@ -147,6 +183,16 @@ class Settings(BaseSettings):
     def smtp_port(self) -> int:
         parts = urlsplit(self.smtp_url)
         return parts.port or (465 if parts.scheme == "smtps" else 25)
+
+
+def _parse_hosts(value: str) -> list[tuple[str, int]]:
+    hosts: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be host:port,host:port; got {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
 
 
 @lru_cache(maxsize=1)

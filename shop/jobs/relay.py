@@ -276,8 +276,9 @@ class OutboxRelay:
     async def _listen(self) -> asyncpg.Connection | None:
         """A dedicated connection LISTENing for commits; None (sweeps only) if Postgres is down."""
         try:
+            # DATABASE_LISTEN_URL: a transaction pooler would hand the LISTEN's session on.
             listener = await asyncpg.connect(
-                self._settings.database_url.get_secret_value(),
+                self._settings.listen_url,
                 timeout=self._settings.db_connect_timeout_s,
             )
             await listener.add_listener(NOTIFY_CHANNEL, self.wake)
