@@ -10,7 +10,12 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from kit.settings import Settings
@@ -22,6 +27,23 @@ REDIS_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, Ti
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (connections to the current master) with the blocking pool's bounds and
     unlocked connection checks (docs/decisions/0008-blocking-redis-pool.md)."""
+
+
+class _MasterFollowingConnection(SentinelManagedConnection):
+    """Asks the sentinels where the master is at every try to connect.
+
+    redis-py's sentinel connection asks once, then connects to that address through the plain
+    connection's own retries: the worker's client (20 tries with backoff, about 30 s) kept
+    knocking on the killed primary for that long after a replica had been promoted. Here each
+    address gets one try, and the retries go round the sentinels again.
+    """
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        retry, self.retry = self.retry, Retry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = retry
 
 
 def _sentinel(settings: Settings, **connection_kwargs: Any) -> Sentinel:
@@ -38,7 +60,10 @@ def _sentinel(settings: Settings, **connection_kwargs: Any) -> Sentinel:
         if url.connection_kwargs.get(name) is not None:
             connection_kwargs.setdefault(name, url.connection_kwargs[name])
     return Sentinel(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_hosts, sentinel_kwargs=sentinel_kwargs, **connection_kwargs
+        settings.redis_sentinel_hosts,
+        sentinel_kwargs=sentinel_kwargs,
+        connection_class=_MasterFollowingConnection,
+        **connection_kwargs,
     )
 
 
