@@ -15,6 +15,7 @@ product). Prints a Markdown table of the medians over rounds (docs/decisions/003
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -86,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for arm in order:
                 for scenario in SCENARIOS:
                     if scenario == "post_order":
-                        text = load.place_orders(
-                            data.api_key, f"{arm}{round_no}", HOT_PRODUCTS, idempotency=True
-                        )
+                        # The tag goes into the customers' e-mail domains: no underscore.
+                        tag = f"{arm.replace('_', '-')}{round_no}"
+                        text = load.place_orders(data.api_key, tag, HOT_PRODUCTS, idempotency=True)
                     else:
                         first = data.miss_first + window * args.miss_window
                         text = load.cycling_ids(
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         bouncer.stop()
         stack.close()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
