@@ -558,7 +558,43 @@ class PostgresService(_ServerProcess):
             )
 
 
-class RedisService(_ServerProcess):
+class _RedisProtocolServer(_ServerProcess):
+    """A server that speaks Redis's protocol on `host`:`port`: redis-server or redis-sentinel."""
+
+    def __init__(self, data_dir: Path, port: int, *, host: str = LOOPBACK) -> None:
+        super().__init__(data_dir, port)
+        self.host = host
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # SIGTERM is Redis's orderly shutdown, the same as the SHUTDOWN command; with
+        # persistence off it saves nothing.
+        self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2
+        )
+
+    def _wait_until_answering(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                with self.client() as client:
+                    if client.ping():
+                        return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServiceError(
+                    f"{self.name} on port {self.port} did not answer PING within {timeout:g}s; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+
+class RedisService(_RedisProtocolServer):
     """A redis-server on `host`:`port` that persists nothing: a restart comes back empty.
 
     With `replica_of` (host, port) it starts as a replica of that server, as a sentinel-watched
@@ -575,8 +611,7 @@ class RedisService(_ServerProcess):
         host: str = LOOPBACK,
         replica_of: tuple[str, int] | None = None,
     ) -> None:
-        super().__init__(data_dir, port)
-        self.host = host
+        super().__init__(data_dir, port, host=host)
         self.replica_of = replica_of
 
     @property
@@ -614,40 +649,12 @@ class RedisService(_ServerProcess):
         )
         self._wait_until_answering(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        # SIGTERM is Redis's orderly shutdown, the same as the SHUTDOWN command; with
-        # persistence off it saves nothing.
-        self._signal_and_wait(signal.SIGTERM, timeout)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(
-            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2
-        )
-
     def flushall(self) -> None:
         with self.client() as client:
             client.flushall()
 
-    def _wait_until_answering(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServiceError(
-                    f"redis on port {self.port} did not answer PING within {timeout:g}s; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
 
-
-class SentinelService(_ServerProcess):
+class SentinelService(_RedisProtocolServer):
     """A redis-sentinel on `host`:`port` watching one master under `master_name`.
 
     Sentinels rewrite their configuration file as they learn the replicas, their peers and each
@@ -670,13 +677,12 @@ class SentinelService(_ServerProcess):
         failover_timeout_ms: int = 3000,
         host: str = LOOPBACK,
     ) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port, host=host)
         self.master = master
         self.master_name = master_name
         self.quorum = quorum
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.host = host
 
     @property
     def url(self) -> str:
@@ -715,14 +721,6 @@ class SentinelService(_ServerProcess):
         self._spawn([binary, str(self.config_path)])
         self._wait_until_answering(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._signal_and_wait(signal.SIGTERM, timeout)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(
-            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2
-        )
-
     def master_address(self) -> tuple[str, int] | None:
         """Where this sentinel says the master is now."""
         with self.client() as client:
@@ -731,24 +729,6 @@ class SentinelService(_ServerProcess):
             return None
         host, port = answer
         return (host.decode() if isinstance(host, bytes) else str(host), int(port))
-
-    def _wait_until_answering(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServiceError(
-                    f"sentinel on port {self.port} did not answer PING within {timeout:g}s; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
 
 
 class PgBouncerService(_ServerProcess):
