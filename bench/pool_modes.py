@@ -7,7 +7,10 @@ within each round and their order changing from round to round:
   cached per connection: each statement is parsed once per connection);
 - `direct_nocache`: the same Postgres, DATABASE_POOL_MODE=transaction (every statement sent
   unnamed and parsed again with its Bind), which isolates the cost of the statement cache;
-- `pgbouncer`: DATABASE_URL is a pgbouncer in transaction pooling in front of it.
+- `pgbouncer`: DATABASE_URL is a pgbouncer in transaction pooling in front of it;
+- `pgbouncer_session`: a pgbouncer in session pooling (each client connection keeps its server
+  connection, so the statement cache stays on and only the hop is paid; its connect-time
+  settings are dropped), the alternative that multiplexes nothing.
 
 Measured on POST /v1/orders and on a product read that misses the cache (every GET of another
 product). Prints a Markdown table of the medians over rounds (docs/decisions/0033).
@@ -35,7 +38,7 @@ from bench.stack import (
 )
 from devstack.services import LOOPBACK, PgBouncerService, ensure_binaries, free_port
 
-ARMS = ("direct", "direct_nocache", "pgbouncer")
+ARMS = ("direct", "direct_nocache", "pgbouncer", "pgbouncer_session")
 SCENARIOS = ("post_order", "product_miss")
 CONNECTIONS = 32
 
@@ -59,8 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # More server connections than the API's pool: pgbouncer multiplexes, never queues.
         default_pool_size=20,
     )
+    session_bouncer = PgBouncerService(
+        root / "pgbouncer-session",
+        free_port(),
+        upstream=(LOOPBACK, stack.postgres.port),
+        pool_mode="session",
+        default_pool_size=20,
+        ignore_startup_parameters=("statement_timeout", "idle_in_transaction_session_timeout"),
+    )
     try:
         bouncer.start()
+        session_bouncer.start()
         runs = args.rounds * len(ARMS)
         data = asyncio.run(seed(stack.postgres.url, args.miss_window * runs, 100))
         say(f"seeded {args.miss_window * runs} products to miss on")
@@ -72,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "DATABASE_URL": bouncer.url,
                 "DATABASE_POOL_MODE": "transaction",
             },
+            "pgbouncer_session": {**PRODUCTION_POOL, "DATABASE_URL": session_bouncer.url},
         }
+        bouncers = {"pgbouncer": bouncer, "pgbouncer_session": session_bouncer}
         servers = {
             arm: stack.server(arm, PRODUCTION_SERVER, "api.main:app", 1, env[arm]) for arm in ARMS
         }
@@ -99,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     script = scripts / f"{arm}-{scenario}-{round_no}.lua"
                     script.write_text(text)
                     result, bouncer_cpu = _measure(
-                        wrk, servers[arm], stack, bouncer, script, args.seconds
+                        wrk, servers[arm], stack, bouncers.get(arm), script, args.seconds
                     )
                     results.setdefault((arm, scenario), []).append(result)
                     extra_cpu.setdefault((arm, scenario), []).append(bouncer_cpu)
@@ -110,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
         print(_table(results, extra_cpu))
     finally:
+        session_bouncer.stop()
         bouncer.stop()
         stack.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -120,12 +135,12 @@ def _measure(
     wrk: str,
     server: Server,
     stack: Stack,
-    bouncer: PgBouncerService,
+    bouncer: PgBouncerService | None,
     script: Path,
     seconds: float,
 ) -> tuple[load.LoadResult, float]:
-    assert bouncer.pid is not None
-    before = tree_cpu_seconds(bouncer.pid)
+    bouncer_pid = None if bouncer is None else bouncer.pid
+    before = 0.0 if bouncer_pid is None else tree_cpu_seconds(bouncer_pid)
     result = load.run_wrk(
         wrk,
         server.url,
@@ -136,7 +151,8 @@ def _measure(
         postgres_pid=stack.postgres.pid or 0,
         redis_pid=stack.redis.pid or 0,
     )
-    return result, (tree_cpu_seconds(bouncer.pid) - before) / result.seconds
+    after = 0.0 if bouncer_pid is None else tree_cpu_seconds(bouncer_pid)
+    return result, (after - before) / result.seconds
 
 
 def _table(

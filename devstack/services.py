@@ -757,10 +757,14 @@ class PgBouncerService(_ServerProcess):
         default_pool_size: int = 20,
         max_client_conn: int = 500,
         connect_query: str | None = None,
+        ignore_startup_parameters: Sequence[str] = (),
         host: str = LOOPBACK,
     ) -> None:
         super().__init__(data_dir, port)
         self.upstream = upstream
+        # Startup parameters to accept and drop rather than refuse (pgbouncer refuses any it
+        # does not track, such as statement_timeout).
+        self.ignore_startup_parameters = tuple(ignore_startup_parameters)
         self.user = user
         self.password = password
         self.database = database
@@ -821,6 +825,7 @@ class PgBouncerService(_ServerProcess):
             f"max_client_conn = {self.max_client_conn}\n"
             # A server connection that is closed (Postgres restarted) is noticed on first use.
             "server_check_delay = 0\n"
+            f"ignore_startup_parameters = {','.join(self.ignore_startup_parameters)}\n"
         )
 
     def _wait_until_accepting(self, timeout: float) -> None:
