@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
         print(_table(results, extra_cpu))
     finally:
+        # The API servers first: a pgbouncer's orderly stop waits for its clients to leave.
+        stack.stop_children()
         session_bouncer.stop()
         bouncer.stop()
         stack.close()
