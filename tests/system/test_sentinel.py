@@ -5,7 +5,8 @@ host of REDIS_URL is one nothing listens on). Orders are placed while the primar
 with -9; a sentinel promotes the replica; the processes follow without a restart. Jobs the
 primary had not yet copied to its replica are lost with it, and the relay hands them over again
 (OUTBOX_REDELIVER_AFTER_S), so the books add up as after a Redis restart (tests/system/books.py).
-The catalogue's invalidation reaches the other API process through the new primary.
+The catalogue's invalidation reaches the other API process through the new primary, and
+`ordersctl workers` finds the worker's heartbeat there.
 """
 
 import asyncio
@@ -28,9 +29,10 @@ from devstack.services import (
     ensure_binaries,
     free_port,
 )
-from kit.settings import Settings
+from kit.settings import Settings, get_settings
 from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
+from tests.ordersctl.fixtures import ctl_json
 from tests.processes import ApiProcess, WorkerProcess
 from tests.system.books import WORKER_ENV, Books, check_the_books, settle
 
@@ -172,13 +174,28 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
     assert patched.status_code == 200, patched.text
     assert after.json()["name"] == "Renamed after the failover"
     await settle(books, db, [worker])
+    settled_s = time.monotonic() - killed_at
     counts = await check_the_books(books, db, mail_sink, settings)
     assert worker.process is not None
     assert worker.process.poll() is None, "the worker did not ride out the failover"
+
+    # ordersctl finds the worker's heartbeat on the new primary.
+    async def listed() -> bool:
+        assert worker.process is not None
+        return worker.process.pid in {row["pid"] for row in await ctl_json("workers")}
+
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in env.items():
+            environment.setenv(name, value)
+        get_settings.cache_clear()
+        try:
+            await wait_for(listed, timeout_s=30)
+        finally:
+            get_settings.cache_clear()
     redelivered = worker.output().count('"outbox_redelivered"')
     print(
         f"\nSentinel failover: replica promoted {promoted_s:.1f} s after the kill, both APIs "
         f"subscribed to it {followed_s:.1f} s after; all settled "
-        f"{time.monotonic() - killed_at:.1f} s after the kill; {counts}; "
+        f"{settled_s:.1f} s after the kill; {counts}; "
         f"redelivery sweeps that found lost jobs: {redelivered}"
     )
