@@ -823,8 +823,6 @@ class PgBouncerService(_ServerProcess):
             f"pool_mode = {self.pool_mode}\n"
             f"default_pool_size = {self.default_pool_size}\n"
             f"max_client_conn = {self.max_client_conn}\n"
-            # A server connection that is closed (Postgres restarted) is noticed on first use.
-            "server_check_delay = 0\n"
             f"ignore_startup_parameters = {','.join(self.ignore_startup_parameters)}\n"
         )
 
