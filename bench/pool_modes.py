@@ -1,7 +1,7 @@
 """`python -m bench.pool_modes [--rounds N] [--seconds S]`: what transaction pooling costs.
 
 One API process per arm, side by side on one Postgres (durable commits), the arms alternating
-within each round and their order changing from round to round:
+within each round, in an order shuffled from round to round:
 
 - `direct`: DATABASE_URL is Postgres, DATABASE_POOL_MODE=session (named prepared statements,
   cached per connection: each statement is parsed once per connection);
@@ -18,6 +18,7 @@ product). Prints a Markdown table of the medians over rounds (docs/decisions/003
 
 import argparse
 import asyncio
+import random
 import shutil
 import statistics
 import tempfile
@@ -96,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         scripts.mkdir()
         window = 0
         for round_no in range(args.rounds):
-            # Each round in another order, so that no arm always runs first or after another.
-            order = ARMS[round_no % len(ARMS) :] + ARMS[: round_no % len(ARMS)]
+            # Each round in another order, so that no arm always runs first or after another
+            # (a rotation would keep each arm behind the same one).
+            order = list(ARMS)
+            random.Random(round_no).shuffle(order)
             for arm in order:
                 for scenario in SCENARIOS:
                     if scenario == "post_order":
