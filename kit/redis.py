@@ -24,7 +24,21 @@ from kit.settings import Settings
 REDIS_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 
 
-class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+class _SentinelPool(SentinelConnectionPool):
+    """Sentinel's pool, which also closes its connections to the sentinels when it is closed.
+
+    redis-py leaves those to the garbage collector, after the event loop that opened them may be
+    gone. A disconnect of the idle connections alone (the master moved) keeps them.
+    """
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+class BlockingSentinelConnectionPool(_SentinelPool, BlockingConnectionPool):
     """Sentinel's pool (connections to the current master) with the blocking pool's bounds and
     unlocked connection checks (docs/decisions/0008-blocking-redis-pool.md)."""
 
@@ -114,7 +128,10 @@ def create_queue_client(
         # ARQ's own sentinel support (RedisSettings(sentinel=True)) passes neither timeouts nor
         # retries on to the connections, so the worker builds its client here.
         client: ArqRedis = _sentinel(settings).master_for(
-            settings.redis_sentinel_master, redis_class=ArqRedis, **options
+            settings.redis_sentinel_master,
+            redis_class=ArqRedis,
+            connection_pool_class=_SentinelPool,
+            **options,
         )
     else:
         client = ArqRedis.from_url(settings.redis_url.get_secret_value(), **options)
