@@ -13,7 +13,7 @@ within each round, in an order shuffled from round to round:
   settings are dropped), the alternative that multiplexes nothing.
 
 Measured on POST /v1/orders and on a product read that misses the cache (every GET of another
-product). Prints a Markdown table of the medians over rounds (docs/decisions/0033).
+product). Prints a Markdown table of the medians over rounds (docs/decisions/0036).
 """
 
 import argparse

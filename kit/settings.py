@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     # The whole request, from connecting to the last byte of the answer kept. Above
     # JOB_TIMEOUT_S it lengthens ARQ's in-progress lock, so how long a killed worker's jobs wait.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-    # Deliveries in flight per endpoint, and all together, in each worker process: a job over
-    # either cap gives its slot back at once and runs again later, so a hanging receiver holds
-    # at most this many of the worker's WORKER_MAX_JOBS slots.
+    # Requests in flight per endpoint, and all together, in each worker process; the second
+    # also caps the webhook jobs a worker runs at once (a job over it gives its slot back at
+    # once and runs again shortly), so webhooks hold at most that many of its WORKER_MAX_JOBS
+    # slots however their receivers behave.
     webhook_max_in_flight_per_endpoint: int = Field(default=2, ge=1)
     webhook_max_in_flight: int = Field(default=8, ge=1)
     # A delivery that is due this long without having been tried is handed to the queue again
@@ -112,7 +113,26 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
-    # PgBouncer and Redis Sentinel (docs/deployment.md, decisions 0033 and 0034).
+    # Bounded tables and the cluster-wide rate limit (issue 13; docs/operations.md#retention).
+    # Delivered outbox rows are kept this long, so that `ordersctl order ID` shows an order's
+    # jobs; rows of orders whose work is not done are kept whatever their age (the relay hands
+    # them over again from there).
+    outbox_retention_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # Dead jobs an operator has retried are kept this long after the retry; dead jobs nobody
+    # retried are kept until someone does (a warning counts those older than this).
+    dead_job_retention_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Rows each purge statement deletes, each batch its own short transaction.
+    purge_batch_size: int = Field(default=1_000, ge=1)
+    # A purge batch waits no longer than this for a table lock; it stops until the next run.
+    purge_lock_timeout_ms: int = Field(default=100, gt=0)
+    # `cluster`: one limit per API key across every API process, kept in Redis (GCRA in one Lua
+    # script, one round trip a request); `process`: each API process limits a key alone, in
+    # memory. While Redis does not answer within RATE_LIMIT_REDIS_TIMEOUT_S the cluster limit
+    # falls back to the process one (docs/decisions/0035-cluster-rate-limit.md).
+    rate_limit_scope: Literal["cluster", "process"] = "process"
+    rate_limit_redis_timeout_s: float = Field(default=0.05, gt=0)
+
+    # PgBouncer and Redis Sentinel (docs/deployment.md, decisions 0036 and 0037).
     # `transaction` when DATABASE_URL is a PgBouncer in transaction pooling: no named prepared
     # statements (they do not survive a change of server connection) and no session settings at
     # connect (PgBouncer refuses them; the server role carries the timeouts instead).

@@ -31,6 +31,21 @@ def start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
             1,
             {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "32"},
         ),
+        # The two rate limit scopes side by side (docs/decisions/0035-cluster-rate-limit.md).
+        (
+            "api1_cluster_limit",
+            PRODUCTION_SERVER,
+            "api.main:app",
+            1,
+            {**PRODUCTION_POOL, "RATE_LIMIT_SCOPE": "cluster"},
+        ),
+        (
+            "api1_process_limit",
+            PRODUCTION_SERVER,
+            "api.main:app",
+            1,
+            {**PRODUCTION_POOL, "RATE_LIMIT_SCOPE": "process"},
+        ),
         ("hello1", PRODUCTION_SERVER, hello, 1, {}),
         ("hello2", PRODUCTION_SERVER, hello, 2, {}),
         ("uvicorn_hello", uvicorn_argv, hello, 1, {}),
