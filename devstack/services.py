@@ -124,8 +124,16 @@ def _major_version(bindir: Path) -> int:
     return int(name) if name.isdigit() else 0
 
 
-def ensure_binaries(*, postgres: bool = True, redis: bool = True) -> None:
-    """Install redis-server and PostgreSQL with apt-get when missing, if we are root.
+def find_pgbouncer() -> str | None:
+    # Debian installs it in /usr/sbin, which is not on every user's PATH.
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+def ensure_binaries(
+    *, postgres: bool = True, redis: bool = True, pgbouncer: bool = False, sentinel: bool = False
+) -> None:
+    """Install redis-server and PostgreSQL (and, when asked, pgbouncer and redis-sentinel) with
+    apt-get when missing, if we are root.
 
     Raises MissingBinariesError, naming the packages, when they are missing and cannot be
     installed from here.
@@ -135,6 +143,10 @@ def ensure_binaries(*, postgres: bool = True, redis: bool = True) -> None:
         packages.append("redis-server")
     if postgres and find_postgres_bindir() is None:
         packages.append("postgresql")
+    if pgbouncer and find_pgbouncer() is None:
+        packages.append("pgbouncer")
+    if sentinel and shutil.which("redis-sentinel") is None:
+        packages.append("redis-sentinel")
     if packages:
         if not _running_as_root() or shutil.which("apt-get") is None:
             raise MissingBinariesError(
@@ -151,7 +163,11 @@ def ensure_binaries(*, postgres: bool = True, redis: bool = True) -> None:
                 f"PostgreSQL programs ({', '.join(POSTGRES_PROGRAMS)}) are still not found "
                 "after installing postgresql; set PG_BINDIR to their directory"
             )
-    if postgres and _running_as_root():
+        if pgbouncer and find_pgbouncer() is None:
+            raise MissingBinariesError("pgbouncer is still not found after installing it")
+        if sentinel and shutil.which("redis-sentinel") is None:
+            raise MissingBinariesError("redis-sentinel is still not on PATH after installing it")
+    if (postgres or pgbouncer) and _running_as_root():
         _ensure_os_user(POSTGRES_OS_USER)
 
 
@@ -542,14 +558,65 @@ class PostgresService(_ServerProcess):
             )
 
 
-class RedisService(_ServerProcess):
-    """A redis-server on 127.0.0.1:`port` that persists nothing: a restart comes back empty."""
+class _RedisProtocolServer(_ServerProcess):
+    """A server that speaks Redis's protocol on `host`:`port`: redis-server or redis-sentinel."""
+
+    def __init__(self, data_dir: Path, port: int, *, host: str = LOOPBACK) -> None:
+        super().__init__(data_dir, port)
+        self.host = host
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # SIGTERM is Redis's orderly shutdown, the same as the SHUTDOWN command; with
+        # persistence off it saves nothing.
+        self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2
+        )
+
+    def _wait_until_answering(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                with self.client() as client:
+                    if client.ping():
+                        return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServiceError(
+                    f"{self.name} on port {self.port} did not answer PING within {timeout:g}s; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+
+class RedisService(_RedisProtocolServer):
+    """A redis-server on `host`:`port` that persists nothing: a restart comes back empty.
+
+    With `replica_of` (host, port) it starts as a replica of that server, as a sentinel-watched
+    pair needs; a sentinel may later promote it, or point it at another master.
+    """
 
     name = "redis"
 
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        host: str = LOOPBACK,
+        replica_of: tuple[str, int] | None = None,
+    ) -> None:
+        super().__init__(data_dir, port, host=host)
+        self.replica_of = replica_of
+
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
         binary = shutil.which("redis-server")
@@ -558,13 +625,15 @@ class RedisService(_ServerProcess):
                 "redis-server is not installed: run `python -m devstack ensure-binaries`"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        replica = [] if self.replica_of is None else ["--replicaof", *map(str, self.replica_of)]
         self._spawn(
             [
                 binary,
+                *replica,
                 "--port",
                 str(self.port),
                 "--bind",
-                LOOPBACK,
+                self.host,
                 "--save",
                 "",
                 "--appendonly",
@@ -580,34 +649,195 @@ class RedisService(_ServerProcess):
         )
         self._wait_until_answering(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        # SIGTERM is Redis's orderly shutdown, the same as the SHUTDOWN command; with
-        # persistence off it saves nothing.
-        self._signal_and_wait(signal.SIGTERM, timeout)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(
-            host=LOOPBACK, port=self.port, socket_timeout=2, socket_connect_timeout=2
-        )
-
     def flushall(self) -> None:
         with self.client() as client:
             client.flushall()
 
-    def _wait_until_answering(self, timeout: float) -> None:
+
+class SentinelService(_RedisProtocolServer):
+    """A redis-sentinel on `host`:`port` watching one master under `master_name`.
+
+    Sentinels rewrite their configuration file as they learn the replicas, their peers and each
+    failover, so the file is written on the first start only: a restarted sentinel remembers.
+    `down_after_ms` and `failover_timeout_ms` are low by default so that a failover on loopback
+    takes seconds (a production sentinel waits longer before it calls a master down).
+    """
+
+    name = "sentinel"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        master: tuple[str, int],
+        master_name: str = "orders",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        host: str = LOOPBACK,
+    ) -> None:
+        super().__init__(data_dir, port, host=host)
+        self.master = master
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """As REDIS_SENTINELS lists it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "sentinel.conf"
+
+    def start(self, timeout: float = 15.0) -> None:
+        binary = shutil.which("redis-sentinel")
+        if binary is None:
+            raise MissingBinariesError(
+                "redis-sentinel is not installed: run `python -m devstack ensure-binaries`"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            master_host, master_port = self.master
+            name = self.master_name
+            self.config_path.write_text(
+                f"port {self.port}\n"
+                f"bind {self.host}\n"
+                "daemonize no\n"
+                'logfile ""\n'
+                f"dir {self.data_dir}\n"
+                f"sentinel monitor {name} {master_host} {master_port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        self._spawn([binary, str(self.config_path)])
+        self._wait_until_answering(timeout)
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where this sentinel says the master is now."""
+        with self.client() as client:
+            answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+        if not answer:
+            return None
+        host, port = answer
+        return (host.decode() if isinstance(host, bytes) else str(host), int(port))
+
+
+class PgBouncerService(_ServerProcess):
+    """A pgbouncer on `host`:`port` in front of one Postgres database, transaction pooling by
+    default, as the application is deployed behind one (docs/deployment.md).
+
+    Clients log in as the database's user without a password (trust: loopback and tests only);
+    pgbouncer logs in to Postgres with `password`. `connect_query` runs on every new server
+    connection: the session settings a transaction pool cannot take from its clients (such as
+    `SET statement_timeout = 5000`).
+    """
+
+    name = "pgbouncer"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        upstream: tuple[str, int],
+        user: str = "orders",
+        # The well-known password of a throwaway cluster, as PostgresService's.
+        password: str = "orders",  # noqa: S107
+        database: str = "orders",
+        pool_mode: str = "transaction",
+        default_pool_size: int = 20,
+        max_client_conn: int = 500,
+        connect_query: str | None = None,
+        ignore_startup_parameters: Sequence[str] = (),
+        host: str = LOOPBACK,
+    ) -> None:
+        super().__init__(data_dir, port)
+        self.upstream = upstream
+        # Startup parameters to accept and drop rather than refuse (pgbouncer refuses any it
+        # does not track, such as statement_timeout).
+        self.ignore_startup_parameters = tuple(ignore_startup_parameters)
+        self.user = user
+        self.password = password
+        self.database = database
+        self.pool_mode = pool_mode
+        self.default_pool_size = default_pool_size
+        self.max_client_conn = max_client_conn
+        self.connect_query = connect_query
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "pgbouncer.ini"
+
+    def start(self, timeout: float = 15.0) -> None:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise MissingBinariesError(
+                "pgbouncer is not installed: run `python -m devstack ensure-binaries`"
+            )
+        # pgbouncer refuses to run as root: as root, it runs as PostgreSQL's account.
+        os_user = _postgres_os_user()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if os_user is not None:
+            for path in [self.data_dir, *self.data_dir.iterdir()]:
+                os.chown(path, os_user.uid, os_user.gid, follow_symlinks=False)
+        self._spawn([binary, str(self.config_path)], os_user)
+        self._wait_until_accepting(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # SIGINT is pgbouncer's safe shutdown: it waits for each client's transaction to end.
+        self._signal_and_wait(signal.SIGINT, timeout)
+
+    def _write_config(self) -> None:
+        upstream_host, upstream_port = self.upstream
+        server = (
+            f"host={upstream_host} port={upstream_port} dbname={self.database} "
+            f"user={self.user} password={self.password}"
+        )
+        if self.connect_query:
+            server += " connect_query=" + _sql_literal(self.connect_query)
+        (self.data_dir / "userlist.txt").write_text(f'"{self.user}" ""\n')
+        self.config_path.write_text(
+            "[databases]\n"
+            f"{self.database} = {server}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.host}\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.data_dir / 'userlist.txt'}\n"
+            f"pool_mode = {self.pool_mode}\n"
+            f"default_pool_size = {self.default_pool_size}\n"
+            f"max_client_conn = {self.max_client_conn}\n"
+            f"ignore_startup_parameters = {','.join(self.ignore_startup_parameters)}\n"
+        )
+
+    def _wait_until_accepting(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return
-            except redis.RedisError:
-                pass
+            with socket.socket() as sock:
+                sock.settimeout(1)
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return
             if time.monotonic() > deadline:
                 self.kill()
                 raise ServiceError(
-                    f"redis on port {self.port} did not answer PING within {timeout:g}s; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                    f"pgbouncer on port {self.port} did not accept connections within "
+                    f"{timeout:g}s; last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.05)

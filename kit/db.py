@@ -95,6 +95,33 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]
             self._turns.release()
 
 
+def connect_options(settings: Settings, application_name: str) -> dict[str, Any]:
+    """asyncpg's options for a connection to DATABASE_URL, by DATABASE_POOL_MODE.
+
+    Through PgBouncer in transaction pooling, each transaction may run on another server
+    connection, so what a session keeps is lost or, worse, found by another client: named
+    prepared statements (the statement cache: 0 makes asyncpg send each statement unnamed, parsed
+    again with its Bind), and settings made at connect, which PgBouncer 1.18 refuses as startup
+    parameters in any case, except application_name, which it carries to whichever server
+    connection runs the transaction. The timeouts then come from the server role
+    (`ALTER ROLE ... SET statement_timeout`) or PgBouncer's `connect_query` (docs/deployment.md).
+    Nothing else here keeps session state: advisory locks are transaction-scoped and the relay's
+    LISTEN has its own direct connection (DATABASE_LISTEN_URL).
+    """
+    if settings.database_pool_mode == "transaction":
+        return {
+            "statement_cache_size": 0,
+            "server_settings": {"application_name": application_name},
+        }
+    return {
+        "server_settings": {
+            "application_name": application_name,
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 2),
+        },
+    }
+
+
 async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool:
     pool = await FairPool(
         dsn=settings.database_url.get_secret_value(),
@@ -107,13 +134,9 @@ async def create_pool(settings: Settings, application_name: str) -> asyncpg.Pool
         max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,
         timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_command_timeout_s,
-        server_settings={
-            "application_name": application_name,
-            "statement_timeout": str(settings.db_statement_timeout_ms),
-            "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 2),
-        },
         init=_init_connection,
         reset=_reset_connection,
+        **connect_options(settings, application_name),
     )
     assert pool is not None
     return pool

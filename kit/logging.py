@@ -10,7 +10,17 @@ import structlog
 from kit import tracing
 from kit.settings import Settings
 
-_SECRET_KEYS = frozenset({"authorization", "api_key", "password", "database_url", "redis_url"})
+_SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "api_key",
+        "password",
+        "database_url",
+        "database_listen_url",
+        "redis_url",
+        "redis_sentinel_password",
+    }
+)
 
 
 def _redact_secrets(

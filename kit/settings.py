@@ -145,6 +145,20 @@ class Settings(BaseSettings):
     otel_exporter_otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
     otel_exporter_otlp_traces_protocol: Literal["http/protobuf"] = "http/protobuf"
 
+    # PgBouncer and Redis Sentinel (docs/deployment.md, decisions 0037 and 0038).
+    # `transaction` when DATABASE_URL is a PgBouncer in transaction pooling: no named prepared
+    # statements (they do not survive a change of server connection) and no session settings at
+    # connect (PgBouncer refuses them; the server role carries the timeouts instead).
+    database_pool_mode: Literal["session", "transaction"] = "session"
+    # The relay's LISTEN needs a session of its own on Postgres itself, not on a transaction
+    # pooler: unset, it uses DATABASE_URL.
+    database_listen_url: SecretStr | None = None
+    # Comma-separated host:port of Redis Sentinels; empty, REDIS_URL's host is Redis itself.
+    # With sentinels, REDIS_URL still gives the database number and the data nodes' password.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "orders"
+    redis_sentinel_password: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -155,6 +169,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         RedisDsn(value.get_secret_value())
+        return value
+
+    @field_validator("database_listen_url")
+    @classmethod
+    def _listen_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            PostgresDsn(value.get_secret_value())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        _parse_hosts(value)
         return value
 
     @field_validator("smtp_url")
@@ -190,6 +217,15 @@ class Settings(BaseSettings):
         return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @property
+    def listen_url(self) -> str:
+        """Where the relay LISTENs: a direct session on Postgres."""
+        return (self.database_listen_url or self.database_url).get_secret_value()
+
+    @property
+    def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
+        return _parse_hosts(self.redis_sentinels)
+
+    @property
     def smtp_host(self) -> str:
         return urlsplit(self.smtp_url).hostname or "127.0.0.1"
 
@@ -202,6 +238,16 @@ class Settings(BaseSettings):
 def otel_exporters(value: str) -> list[str]:
     """The names in an OTEL_TRACES_EXPORTER value (`otlp,console`)."""
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _parse_hosts(value: str) -> list[tuple[str, int]]:
+    hosts: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be host:port,host:port; got {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,15 @@
 """Fixtures every test directory can ask for by name."""
 
-from tests.services import clean_state, mail_sink, pg_service, redis_service, service_stack
+from tests.services import (
+    clean_state,
+    mail_sink,
+    pg_service,
+    pgbouncer,
+    redis_service,
+    service_stack,
+)
 
-__all__ = ["clean_state", "mail_sink", "pg_service", "redis_service", "service_stack"]
+__all__ = ["clean_state", "mail_sink", "pg_service", "pgbouncer", "redis_service", "service_stack"]
 
 from tests.app_fixtures import (
     admin_key,

@@ -21,7 +21,14 @@ import pytest
 
 from devstack.mailsink import MailSink
 from devstack.project import alembic_upgrade_head
-from devstack.services import PostgresService, RedisService, ensure_binaries, free_port
+from devstack.services import (
+    LOOPBACK,
+    PgBouncerService,
+    PostgresService,
+    RedisService,
+    ensure_binaries,
+    free_port,
+)
 from kit.settings import get_settings
 
 # Asking for any of these fixtures, directly or through another fixture, makes a test one that
@@ -110,6 +117,34 @@ def redis_service(service_stack: ServiceStack) -> RedisService:
 def mail_sink(service_stack: ServiceStack) -> MailSink:
     """The test SMTP server: `url`, `messages`, `wait_for(n)`, `clear()`, `reject_next(n)`."""
     return service_stack.mail
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(service_stack: ServiceStack) -> Iterator[PgBouncerService]:
+    """A pgbouncer in transaction pooling in front of the test Postgres (`url`), with fewer
+    server connections than a pool of clients asks for, so that transactions change server
+    connections; the session settings the application cannot send through it come from its
+    connect_query, as in production from the role (docs/deployment.md)."""
+    ensure_binaries(pgbouncer=True)
+    timeout_ms = get_settings().db_statement_timeout_ms
+    root = Path(tempfile.mkdtemp(prefix="orders-tests-pgbouncer-"))
+    root.chmod(0o711)
+    bouncer = PgBouncerService(
+        root / "pgbouncer",
+        free_port(),
+        upstream=(LOOPBACK, service_stack.postgres.port),
+        default_pool_size=4,
+        connect_query=(
+            f"SET statement_timeout = {timeout_ms}; "
+            f"SET idle_in_transaction_session_timeout = {timeout_ms * 2}"
+        ),
+    )
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from typing import Any
 import structlog
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
-from arq.connections import create_pool as create_arq_pool
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
@@ -20,7 +19,7 @@ from kit.db import create_pool
 from kit.heap import freeze_startup_heap
 from kit.logging import configure_logging
 from kit.metrics import mark_process_dead
-from kit.redis import create_redis
+from kit.redis import create_queue_client, create_redis
 from kit.settings import Settings, get_settings
 from shop.catalogue.cache import ProductCache
 from shop.fulfilment.mail import Mailer
@@ -42,6 +41,8 @@ from worker.webhooks import deliver_webhook, queue_overdue_webhooks
 log = structlog.get_logger(__name__)
 
 _settings = get_settings()
+# OSError too: a refused reconnect surfaces as one, and redis-py retries only what is listed.
+_RETRY_ON_ERROR = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
@@ -53,10 +54,26 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     """
     redis_settings = RedisSettings.from_dsn(settings.redis_url.get_secret_value())
     redis_settings.conn_timeout = max(1, round(settings.redis_timeout_s))
-    # OSError too: a refused reconnect surfaces as one, and redis-py retries only what is listed.
-    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
-    redis_settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20)
+    redis_settings.retry_on_error = list(_RETRY_ON_ERROR)
+    redis_settings.retry = _queue_retry()
+    if settings.redis_sentinels:
+        # For `arq --check`; the worker itself runs on queue_redis_pool's client.
+        redis_settings.host = settings.redis_sentinel_hosts
+        redis_settings.sentinel = True
+        redis_settings.sentinel_master = settings.redis_sentinel_master
     return redis_settings
+
+
+def queue_redis_pool(settings: Settings) -> ArqRedis | None:
+    """The worker's queue client behind sentinels, retrying as queue_redis_settings says (ARQ's
+    own sentinel client would not retry); None without sentinels, for ARQ to make its own."""
+    if not settings.redis_sentinels:
+        return None
+    return create_queue_client(settings, retry=_queue_retry(), retry_on_error=list(_RETRY_ON_ERROR))
+
+
+def _queue_retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20)
 
 
 async def create_worker_context(settings: Settings) -> WorkerContext:
@@ -83,10 +100,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     # The relay enqueues inside a database transaction, so it gets a queue connection of its
     # own that fails fast when Redis is down (the rows stay pending) rather than retrying.
-    queue = await create_arq_pool(
-        RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
-        default_queue_name=settings.queue_name,
-    )
+    queue = create_queue_client(settings)
     ctx["relay_queue"] = queue
     relay = OutboxRelay(worker.pool, queue, settings)
     ctx["relay"] = relay
@@ -193,6 +207,7 @@ class WorkerSettings:
     ]
     queue_name = _settings.queue_name
     redis_settings = queue_redis_settings(_settings)
+    redis_pool = queue_redis_pool(_settings)
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = _settings.worker_max_jobs

@@ -217,6 +217,8 @@ class ProductCache:
         if kind == "subscribe" and channel == INVALIDATION_CHANNEL.encode():
             self.clear_local()
             self._listening = True
+            # At start and after every reconnect (a Redis restart, a sentinel failover).
+            log.info("cache_listener_subscribed")
         elif kind == "message" and channel == INVALIDATION_CHANNEL.encode():
             nonce, _, ids = data.decode().partition(" ")
             self._drop_local([int(i) for i in ids.split(",") if i])

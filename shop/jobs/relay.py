@@ -40,6 +40,8 @@ from shop.jobs.outbox_repository import PendingJob
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
+# How the relay's LISTEN connection shows in pg_stat_activity.
+LISTENER_APPLICATION_NAME = "orders-relay-listener"
 _MAX_BACKOFF_S = 5.0
 # KEYS: the queue, then each job's job key and result key; ARGV: the jobs' expiry (ms from now)
 # and score, then each job's id and payload. Returns the ids it queued.
@@ -303,9 +305,11 @@ class OutboxRelay:
     async def _listen(self) -> asyncpg.Connection | None:
         """A dedicated connection LISTENing for commits; None (sweeps only) if Postgres is down."""
         try:
+            # DATABASE_LISTEN_URL: a transaction pooler would hand the LISTEN's session on.
             listener = await asyncpg.connect(
-                self._settings.database_url.get_secret_value(),
+                self._settings.listen_url,
                 timeout=self._settings.db_connect_timeout_s,
+                server_settings={"application_name": LISTENER_APPLICATION_NAME},
             )
             await listener.add_listener(NOTIFY_CHANNEL, self.wake)
         except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:

@@ -3,6 +3,7 @@
 import shutil
 import smtplib
 import tempfile
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -12,7 +13,16 @@ import pytest
 import redis
 
 from devstack.mailsink import MailSink
-from devstack.services import PostgresService, RedisService, free_port, port_is_free
+from devstack.services import (
+    LOOPBACK,
+    PgBouncerService,
+    PostgresService,
+    RedisService,
+    SentinelService,
+    ensure_binaries,
+    free_port,
+    port_is_free,
+)
 from kit.settings import get_settings
 from tests.services import ServiceStack
 
@@ -142,6 +152,58 @@ def test_redis_killed_comes_back_on_the_same_port(redis_server: RedisService) ->
 
     with redis_server.client() as client:
         assert client.ping()
+
+
+def test_a_replica_copies_what_its_primary_is_given(
+    redis_server: RedisService, data_root: Path
+) -> None:
+    replica = RedisService(
+        data_root / "replica", free_port(), replica_of=(redis_server.host, redis_server.port)
+    )
+    replica.start()
+    try:
+        with redis_server.client() as primary:
+            primary.set("greeting", "hello")
+        with replica.client() as client:
+            # The first synchronisation takes a moment; the write arrives with it or after.
+            deadline = time.monotonic() + 15
+            while client.get("greeting") != b"hello":
+                assert time.monotonic() < deadline, "the replica never got the write"
+                time.sleep(0.05)
+            assert client.info("replication")["role"] == "slave"
+    finally:
+        replica.stop()
+
+
+def test_a_sentinel_names_the_master_it_watches(
+    redis_server: RedisService, data_root: Path
+) -> None:
+    ensure_binaries(sentinel=True)
+    sentinel = SentinelService(
+        data_root / "sentinel", free_port(), master=(redis_server.host, redis_server.port)
+    )
+    sentinel.start()
+    try:
+        assert sentinel.master_address() == (redis_server.host, redis_server.port)
+        assert sentinel.address == f"{LOOPBACK}:{sentinel.port}"
+    finally:
+        sentinel.stop()
+    assert port_is_free(sentinel.port)
+
+
+async def test_pgbouncer_is_killed_and_comes_back_on_the_same_port(
+    pgbouncer: PgBouncerService,
+) -> None:
+    pgbouncer.kill()
+    assert not pgbouncer.running
+
+    pgbouncer.start()
+
+    connection = await asyncpg.connect(pgbouncer.url, statement_cache_size=0)
+    try:
+        assert await connection.fetchval("SELECT 6 * 7") == 42
+    finally:
+        await connection.close()
 
 
 def test_the_settings_point_at_the_session_services(

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
+from devstack.services import PgBouncerService
 from kit.db import create_pool
 from kit.settings import Settings
 
@@ -73,3 +75,50 @@ async def test_connections_go_to_waiting_requests_in_the_order_they_asked(
         await pool.close()
     assert granted == clients * 20
     assert most_turns_waited <= clients
+
+
+async def test_a_transaction_mode_pool_through_pgbouncer_prepares_nothing_and_keeps_the_timeouts(
+    settings: Settings, pgbouncer: PgBouncerService
+) -> None:
+    # Ten client connections over pgbouncer's four server connections: statements of one client
+    # land on servers another client prepared on, which named statements would not survive.
+    pooled = await create_pool(
+        settings.model_copy(
+            update={
+                "database_url": SecretStr(pgbouncer.url),
+                "database_pool_mode": "transaction",
+                "db_pool_max_size": 10,
+            }
+        ),
+        "test-bouncer",
+    )
+
+    async def work(n: int) -> tuple[int, str, int]:
+        async with pooled.acquire() as conn:
+            outside = await conn.fetchval("SELECT $1::int * 2 FROM pg_sleep(0.005)", n)
+            async with conn.transaction():
+                await conn.fetchval("SELECT $1::text", str(n))
+                timeout = await conn.fetchval(
+                    "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
+                )
+                prepared = await conn.fetchval("SELECT count(*) FROM pg_prepared_statements")
+        return outside, timeout, prepared
+
+    try:
+        results = await asyncio.gather(*(work(n) for n in range(200)))
+    finally:
+        await pooled.close()
+
+    assert [outside for outside, _, _ in results] == [n * 2 for n in range(200)]
+    assert {timeout for _, timeout, _ in results} == {str(settings.db_statement_timeout_ms)}
+    assert {prepared for _, _, prepared in results} == {0}
+
+
+async def test_pgbouncer_refuses_the_session_settings_of_a_session_mode_pool(
+    settings: Settings, pgbouncer: PgBouncerService
+) -> None:
+    session_settings = settings.model_copy(
+        update={"database_url": SecretStr(pgbouncer.url), "db_pool_min_size": 1}
+    )
+    with pytest.raises(asyncpg.ProtocolViolationError, match="statement_timeout"):
+        await create_pool(session_settings, "test-session-through-bouncer")

@@ -7,11 +7,8 @@ adds up and never goes negative, and each confirmed order has exactly one confir
 recorded, with no job left dead.
 """
 
-import asyncio
-import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -21,116 +18,14 @@ from arq.connections import ArqRedis
 
 from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
-from shop.fulfilment.mail import confirmation_message_id
-from tests.app_fixtures import bearer, wait_for
+from tests.app_fixtures import wait_for
 from tests.processes import WorkerProcess, backends_waiting_for_a_lock, row_locked
+from tests.system.books import WORKER_ENV, Books, check_the_books, settle
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 SpawnWorker = Callable[..., WorkerProcess]
 
 pytestmark = pytest.mark.slow
-
-# Quick retries and re-delivery, so that each scenario settles in seconds, not minutes.
-WORKER_ENV = {
-    "JOB_RETRY_BACKOFF_S": "0.2",
-    "JOB_RETRY_BACKOFF_CAP_S": "2",
-    "OUTBOX_REDELIVER_AFTER_S": "3",
-}
-
-
-@dataclass
-class Books:
-    """What the clients were told: the orders accepted (201), and what each asked for."""
-
-    api: httpx.AsyncClient
-    key: str
-    products: dict[int, int]  # product id -> initial stock
-    accepted: dict[int, dict[int, int]] = field(default_factory=dict)
-    refused: int = 0
-
-    async def place(self, product_id: int | None = None, *, avoid: int | None = None) -> None:
-        product_id = product_id or random.choice([id_ for id_ in self.products if id_ != avoid])
-        quantity = random.randint(1, 3)
-        response = await self.api.post(
-            "/v1/orders",
-            json={
-                "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
-                "items": [{"product_id": product_id, "quantity": quantity}],
-            },
-            headers=bearer(self.key),
-        )
-        if response.status_code == 201:
-            self.accepted[response.json()["id"]] = {product_id: quantity}
-        else:
-            # Refused is fine (Postgres down: 503), as long as nothing was written.
-            assert response.status_code == 503, response.text
-            assert response.headers["Retry-After"]
-            self.refused += 1
-
-    async def place_many(
-        self, count: int, product_id: int | None = None, *, avoid: int | None = None
-    ) -> None:
-        """`avoid` a product whose row the test has locked: the order's insert would wait."""
-        await asyncio.gather(*(self.place(product_id, avoid=avoid) for _ in range(count)))
-
-
-async def settle(books: Books, db: asyncpg.Pool, workers: list[WorkerProcess]) -> float:
-    """Waits until every accepted order is finished; returns how long that took."""
-    started = time.monotonic()
-
-    async def finished() -> bool:
-        unfinished = await db.fetchval(
-            "SELECT count(*) FROM orders WHERE id = any($1::bigint[]) AND NOT ("
-            " status = 'rejected' OR (status = 'confirmed' AND confirmation_sent_at IS NOT NULL))",
-            list(books.accepted),
-        )
-        return unfinished == 0
-
-    try:
-        await wait_for(finished, timeout_s=60)
-    except TimeoutError:
-        for worker in workers:
-            print(worker.output()[-20_000:])
-        raise
-    return time.monotonic() - started
-
-
-async def check_the_books(
-    books: Books, db: asyncpg.Pool, mail_sink: Any, settings: Settings, *, copies_allowed: int = 0
-) -> dict[str, int]:
-    orders = await db.fetch("SELECT id, status, confirmation_sent_at FROM orders ORDER BY id")
-    assert {order["id"] for order in orders} == set(books.accepted), "an order nobody was told of"
-    confirmed = [order["id"] for order in orders if order["status"] == "confirmed"]
-    assert {order["status"] for order in orders} <= {"confirmed", "rejected"}
-
-    sold = dict.fromkeys(books.products, 0)
-    for order_id in confirmed:
-        for product_id, quantity in books.accepted[order_id].items():
-            sold[product_id] += quantity
-    stock = dict(await db.fetch("SELECT id, stock FROM products"))
-    for product_id, initial in books.products.items():
-        assert stock[product_id] == initial - sold[product_id] >= 0, product_id
-
-    # One confirmation recorded per confirmed order, and one email each (a copy only where a
-    # worker was killed in the window between the SMTP server's acceptance and the record).
-    assert all(
-        order["confirmation_sent_at"] is not None
-        for order in orders
-        if order["status"] == "confirmed"
-    )
-    sent = [message["Message-ID"] for message in mail_sink.messages]
-    for order_id in confirmed:
-        assert sent.count(confirmation_message_id(order_id, settings.message_id_domain)) >= 1
-    assert len(sent) - len(confirmed) <= copies_allowed
-    assert len(sent) >= len(confirmed)
-    assert await db.fetchval("SELECT count(*) FROM dead_jobs") == 0
-    return {
-        "accepted": len(books.accepted),
-        "confirmed": len(confirmed),
-        "rejected": len(orders) - len(confirmed),
-        "refused": books.refused,
-        "emails": len(sent),
-    }
 
 
 @pytest.fixture
