@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # The operator console (console/, docs/console.md). Off: /console is not routed at all.
+    console_enabled: bool = True
+    # A console session ends this long after sign-in; signing in again starts a new one.
+    console_session_ttl_s: int = Field(default=8 * 3600, ge=60)
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
