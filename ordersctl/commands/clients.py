@@ -47,9 +47,10 @@ def create_command(
     if as_json:
         print_json({**_client_json(new.client), "api_key": new.api_key})
         return
+    admin_note = f", admin, console {new.client.console_role}" if new.client.is_admin else ""
     console.print(
-        f"Created client {new.client.id} ({new.client.name}"
-        f"{f', admin, console {new.client.console_role}' if new.client.is_admin else ''}). Store the key now: it is not kept.",
+        f"Created client {new.client.id} ({new.client.name}{admin_note})."
+        " Store the key now: it is not kept.",
         highlight=False,
     )
     typer.echo(new.api_key)
