@@ -7,18 +7,10 @@ import typer
 from rich.table import Table
 
 from ops import queue as queue_reader
+from ops.display import age, jsonable
 from ops.health import QUEUE_THRESHOLDS, Level, QueueThresholds, queue_report
 from ops.queue_actions import purge
-from ordersctl.render import (
-    JsonOption,
-    WatchOption,
-    add_row,
-    age,
-    console,
-    jsonable,
-    print_json,
-    show,
-)
+from ordersctl.render import JsonOption, WatchOption, add_row, console, print_json, show
 from ordersctl.services import Services, run
 from shop.jobs.keys import JobOutcome
 

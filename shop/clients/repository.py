@@ -71,9 +71,15 @@ async def revoke_by_name(conn: asyncpg.Connection, name: str) -> int:
 async def set_console_role(conn: asyncpg.Connection, client_id: int, role: str | None) -> bool:
     """Sets an active admin client's console role; False if there is no such admin client."""
     status = await conn.execute(
-        "UPDATE clients SET console_role = $2"
-        " WHERE id = $1 AND is_admin AND revoked_at IS NULL",
+        "UPDATE clients SET console_role = $2 WHERE id = $1 AND is_admin AND revoked_at IS NULL",
         client_id,
         role,
     )
     return bool(status == "UPDATE 1")
+
+
+async def find_active(conn: asyncpg.Connection, client_id: int) -> ClientRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM clients WHERE id = $1 AND revoked_at IS NULL", client_id
+    )
+    return None if row is None else ClientRow(**row)

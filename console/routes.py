@@ -1,0 +1,589 @@
+"""The console's pages and actions under /console: HTML in, calls to `ops/`, HTML out.
+
+Signed-in operators only: a session cookie (console.sessions) names an admin client whose
+console role is read again on every request, so a revoked key or a changed role takes effect at
+once. Every POST carries the session's CSRF token; every action is written to the audit log,
+refused ones included.
+"""
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import asyncpg
+from arq.connections import ArqRedis
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from console import charts
+from console.assets import CACHE_CONTROL, asset, asset_url
+from console.sessions import Session, SessionStore
+from kit.db import connection
+from kit.errors import DomainError
+from kit.settings import Settings
+from ops import audit, queue
+from ops.audit import AuditOutcome
+from ops.display import age, short, when
+from ops.health import health, queue_report
+from ops.jobs import job_detail, list_jobs
+from ops.outbox import outbox_status
+from ops.queue_actions import abort, purge, retry_dead, retry_job
+from ops.timeline import order_timeline
+from ops.webhooks import list_endpoints
+from shop.clients import repository as clients_repo
+from shop.clients.auth import hash_api_key
+from shop.models import ConsoleRole
+
+COOKIE = "console_session"
+PAGE_SIZE = 25
+REFRESH_S = 5
+_LOCALHOST_NAMES = {"localhost", "testserver"}
+# Pages are never cached (they show live state and a CSRF token) and never framed.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self';"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    # same-origin, not no-referrer: with no-referrer browsers send `Origin: null` on POST.
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+_templates = Environment(
+    loader=PackageLoader("console", "templates"),
+    autoescape=select_autoescape(default=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_templates.globals.update(asset=asset_url, refresh_s=REFRESH_S)
+_templates.filters.update(age=age, short=short, when=when)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleState:
+    """What the console needs beside the API's state: an ARQ client (to enqueue) and sessions."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    queue: ArqRedis
+    sessions: SessionStore
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    client_id: int
+    name: str
+    role: ConsoleRole
+    session: Session
+
+    @property
+    def can_act(self) -> bool:
+        return self.role is ConsoleRole.OPERATOR
+
+
+def _state(request: Request) -> ConsoleState:
+    state: ConsoleState = request.app.state.console
+    return state
+
+
+def render(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    user: Operator | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    html = _templates.get_template(template).render(
+        request=request,
+        user=user,
+        csrf=None if user is None else user.session.csrf_token,
+        flash=None if user is None else user.session.flash,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code, headers=_PAGE_HEADERS)
+
+
+def _is_local_plain_http(request: Request) -> bool:
+    if request.url.scheme != "http":
+        return False
+    host = request.url.hostname or ""
+    if host in _LOCALHOST_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _to_sign_in(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/sign-in?{urlencode({'next': target})}", status_code=303)
+
+
+async def _operator(request: Request) -> Operator | None:
+    """The signed-in operator, or None (no cookie, session expired, key revoked, no role)."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    state = _state(request)
+    session = await state.sessions.load(token)
+    if session is None:
+        return None
+    async with connection(state.pool, state.settings.db_pool_acquire_timeout_s) as conn:
+        client = await clients_repo.find_active(conn, session.client_id)
+    if client is None or not client.is_admin or client.console_role is None:
+        await state.sessions.delete(token)
+        return None
+    return Operator(client.id, client.name, ConsoleRole(client.console_role), session)
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    """An urlencoded form body (the console's forms post nothing else)."""
+    fields: dict[str, list[str]] = {}
+    for name, value in parse_qsl((await request.body()).decode(errors="replace")):
+        fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _first(form: dict[str, list[str]], name: str) -> str:
+    return (form.get(name) or [""])[0].strip()
+
+
+def _same_origin(request: Request) -> bool:
+    """A POST from the console's own pages: Origin (sent by browsers on POST) names this host."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def _next_page(value: str) -> str:
+    # Only a path of the console itself: never an open redirect.
+    return value if value.startswith("/console/") and not value.startswith("//") else ""
+
+
+# Sign-in and sign-out
+
+
+@router.get("", response_class=HTMLResponse)
+async def root(request: Request) -> Response:
+    return RedirectResponse("/console/overview", status_code=303)
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in_page(request: Request, next: str = "") -> Response:
+    return render(request, "sign_in.html", next=_next_page(next), error=None)
+
+
+@router.post("/sign-in", response_class=HTMLResponse)
+async def sign_in(request: Request) -> Response:
+    state = _state(request)
+    form = await _form(request)
+    target = _next_page(_first(form, "next")) or "/console/overview"
+    if not _same_origin(request):
+        return render(request, "sign_in.html", 403, next=target, error="Cross-site sign-in.")
+    api_key = _first(form, "api_key")
+    async with connection(state.pool, state.settings.db_pool_acquire_timeout_s) as conn:
+        client = (
+            await clients_repo.find_active_by_key_hash(conn, hash_api_key(api_key))
+            if api_key
+            else None
+        )
+    if client is None or not hmac.compare_digest(client.key_hash, hash_api_key(api_key)):
+        return render(request, "sign_in.html", 401, next=target, error="Unknown or revoked key.")
+    if not client.is_admin or client.console_role is None:
+        await audit.record(
+            state.pool,
+            state.settings,
+            client_id=client.id,
+            client_name=client.name,
+            role=None,
+            action="sign-in",
+            target="console",
+            outcome=AuditOutcome.REFUSED,
+            detail="not an admin key with a console role",
+        )
+        return render(request, "forbidden.html", 403, reason="This key has no console access.")
+    session = await state.sessions.create(client.id)
+    await audit.record(
+        state.pool,
+        state.settings,
+        client_id=client.id,
+        client_name=client.name,
+        role=client.console_role,
+        action="sign-in",
+        target="console",
+        outcome=AuditOutcome.OK,
+    )
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        session.token,
+        max_age=state.sessions.ttl_s,
+        path="/console",
+        secure=not _is_local_plain_http(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+# Actions: each checks the session, the role and the CSRF token, then writes the audit log.
+
+Action = Callable[[ConsoleState, dict[str, list[str]]], Awaitable[tuple[str, str]]]
+
+
+async def _act(request: Request, action: str, run: Action, back: str) -> Response:
+    """Runs `run` (returning the target and the message to show) for an operator."""
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    form = await _form(request)
+    target = _first(form, "target_hint") or action
+
+    async def refused(reason: str) -> Response:
+        await audit.record(
+            state.pool,
+            state.settings,
+            client_id=user.client_id,
+            client_name=user.name,
+            role=user.role.value,
+            action=action,
+            target=target,
+            outcome=AuditOutcome.REFUSED,
+            detail=reason,
+        )
+        return render(request, "forbidden.html", 403, user=user, reason=reason)
+
+    sent = _first(form, "csrf")
+    if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
+        return await refused("The form's CSRF token does not match this session.")
+    if not _same_origin(request):
+        return await refused("The request did not come from the console's pages.")
+    if not user.can_act:
+        return await refused(f"The {user.role.value} role may look but not act.")
+    try:
+        target, message = await run(state, form)
+    except DomainError as exc:
+        outcome, message, detail = AuditOutcome.FAILED, exc.detail, exc.detail
+    else:
+        outcome, detail = AuditOutcome.OK, message
+    await audit.record(
+        state.pool,
+        state.settings,
+        client_id=user.client_id,
+        client_name=user.name,
+        role=user.role.value,
+        action=action,
+        target=target,
+        outcome=outcome,
+        detail=detail,
+    )
+    await state.sessions.set_flash(user.session.token, message)
+    return RedirectResponse(_next_page(_first(form, "back")) or back, status_code=303)
+
+
+@router.post("/sign-out", response_class=HTMLResponse)
+async def sign_out(request: Request) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    form = await _form(request)
+    sent = _first(form, "csrf")
+    if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
+        return render(request, "forbidden.html", 403, user=user, reason="CSRF token mismatch.")
+    await state.sessions.delete(user.session.token)
+    await audit.record(
+        state.pool,
+        state.settings,
+        client_id=user.client_id,
+        client_name=user.name,
+        role=user.role.value,
+        action="sign-out",
+        target="console",
+        outcome=AuditOutcome.OK,
+    )
+    response = RedirectResponse("/console/sign-in", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+async def _retry(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
+    # A row's own button names one job; "retry selected" sends the ticked boxes.
+    one = _first(form, "job_id")
+    job_ids = [one] if one else [value for value in form.get("selected", []) if value]
+    if not job_ids:
+        return "", "No job was selected."
+    done = []
+    failed = []
+    for job_id in job_ids:
+        try:
+            outcome = await retry_job(state.pool, state.settings, state.queue, job_id)
+        except DomainError as exc:
+            if len(job_ids) == 1:
+                raise
+            failed.append(f"{job_id}: {exc.detail}")
+        else:
+            done.append(f"{outcome.job_id} as {outcome.new_job_id}")
+    message = f"Retried {len(done)} job(s): {', '.join(done)}." if done else ""
+    if failed:
+        message += f" Not retried: {'; '.join(failed)}."
+    return ", ".join(job_ids), message.strip()
+
+
+async def _retry_all(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
+    function = _first(form, "function") or None
+    done = await retry_dead(state.pool, state.settings, state.queue, function=function)
+    retried = [item for item in done if item.error is None]
+    target = f"every dead job{f' of {function}' if function else ''}"
+    return target, (
+        f"Retried {len(retried)} dead job(s)"
+        + (
+            f"; {len(done) - len(retried)} not (retried meanwhile)."
+            if len(done) > len(retried)
+            else "."
+        )
+    )
+
+
+async def _abort(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
+    job_id = _first(form, "job_id")
+    was = await abort(state.queue, state.settings.queue_name, job_id)
+    return job_id, f"Abort requested for {job_id} (was {was})."
+
+
+async def _purge(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
+    name = _first(form, "queue")
+    if not name or _first(form, "confirm") != name:
+        raise _ConfirmationMismatch(f"Type the queue's name, {name}, to purge it.")
+    removed = await purge(state.queue, name)
+    return name, f"Purged {removed} waiting job(s) from {name}."
+
+
+class _ConfirmationMismatch(DomainError):
+    status = 422
+    title = "Not confirmed"
+
+
+@router.post("/actions/retry", response_class=HTMLResponse)
+async def retry_action(request: Request) -> Response:
+    return await _act(request, "retry", _retry, "/console/dead")
+
+
+@router.post("/actions/retry-all", response_class=HTMLResponse)
+async def retry_all_action(request: Request) -> Response:
+    return await _act(request, "retry-all", _retry_all, "/console/dead")
+
+
+@router.post("/actions/abort", response_class=HTMLResponse)
+async def abort_action(request: Request) -> Response:
+    return await _act(request, "abort", _abort, "/console/jobs")
+
+
+@router.post("/actions/purge", response_class=HTMLResponse)
+async def purge_action(request: Request) -> Response:
+    return await _act(request, "purge", _purge, "/console/overview")
+
+
+# Pages
+
+
+@router.get("/overview", response_class=HTMLResponse)
+async def overview(request: Request) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    report = await queue_report(state.pool, state.queue, state.settings)
+    hour = await queue.last_hour(state.queue, state.settings.queue_name)
+    return render(
+        request,
+        "overview.html",
+        user=user,
+        nav="overview",
+        report=report,
+        workers=await queue.live_workers(state.queue, state.settings.queue_name),
+        outbox=await outbox_status(state.pool, state.settings),
+        health=await health(state.pool, state.queue, state.settings),
+        throughput=charts.throughput_chart(hour.minutes),
+        run_time=charts.run_time_chart(hour.minutes),
+    )
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+async def jobs_page(
+    request: Request,
+    status: str = "",
+    function: str = "",
+    search: str = "",
+    page: int = 1,
+) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    page = max(page, 1)
+    chosen = status if status in queue.STATUSES else None
+    # ops reads jobs in order from the front, so a page is the tail of the first page * size.
+    found = await list_jobs(
+        state.pool,
+        state.queue,
+        state.settings,
+        status=chosen,
+        function=function or None,
+        search=search or None,
+        limit=page * PAGE_SIZE + 1,
+    )
+    shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    filters = {"status": chosen or "", "function": function, "search": search}
+    return render(
+        request,
+        "jobs.html",
+        user=user,
+        nav="jobs",
+        jobs=shown,
+        statuses=queue.STATUSES,
+        filters=filters,
+        page=page,
+        previous_url=None if page == 1 else "?" + urlencode({**filters, "page": page - 1}),
+        next_url=None
+        if len(found) <= page * PAGE_SIZE
+        else "?" + urlencode({**filters, "page": page + 1}),
+    )
+
+
+@router.get("/job/{job_id:path}", response_class=HTMLResponse)
+async def job_page(request: Request, job_id: str) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    detail = await job_detail(state.pool, state.queue, state.settings, job_id)
+    if detail is None:
+        return render(request, "not_found.html", 404, user=user, what=f"There is no job {job_id}.")
+    job = detail.job or detail.ledger[0]
+    return render(
+        request,
+        "job.html",
+        user=user,
+        nav="jobs",
+        detail=detail,
+        job=job,
+        # What ops.queue_actions.retry_job accepts: a death not yet retried, or a failure
+        # ARQ keeps that was never recorded as dead.
+        can_retry=any(dead.redriven_job_id is None for dead in detail.ledger)
+        or (job.status == queue.FAILED and not detail.ledger),
+        can_abort=job.status in (queue.QUEUED, queue.DEFERRED, queue.IN_PROGRESS),
+    )
+
+
+@router.get("/dead", response_class=HTMLResponse)
+async def dead_page(request: Request, function: str = "") -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    dead = await list_jobs(
+        state.pool,
+        state.queue,
+        state.settings,
+        status=queue.DEAD,
+        function=function or None,
+        limit=200,
+    )
+    return render(request, "dead.html", user=user, nav="dead", jobs=dead, function=function)
+
+
+@router.get("/dead/retry-all", response_class=HTMLResponse)
+async def retry_all_page(request: Request, function: str = "") -> Response:
+    """The dry run: how many dead jobs a retry of all would re-drive, before it is confirmed."""
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    would = await retry_dead(
+        state.pool, state.settings, state.queue, function=function or None, dry_run=True
+    )
+    return render(request, "retry_all.html", user=user, nav="dead", would=would, function=function)
+
+
+@router.get("/purge", response_class=HTMLResponse)
+async def purge_page(request: Request, queue_name: str = "") -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    name = queue_name or state.settings.queue_name
+    stats = await queue.queue_stats(state.queue, name)
+    return render(request, "purge.html", user=user, nav="overview", stats=stats)
+
+
+@router.get("/orders", response_class=HTMLResponse)
+async def find_order(request: Request, id: str = "") -> Response:
+    if id.strip().isdigit():
+        return RedirectResponse(f"/console/orders/{int(id)}", status_code=303)
+    return RedirectResponse("/console/overview", status_code=303)
+
+
+@router.get("/orders/{order_id}", response_class=HTMLResponse)
+async def order_page(request: Request, order_id: int) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    timeline = await order_timeline(state.pool, state.queue, state.settings, order_id)
+    if timeline is None:
+        return render(
+            request, "not_found.html", 404, user=user, what=f"There is no order {order_id}."
+        )
+    return render(request, "order.html", user=user, nav="", timeline=timeline)
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(request: Request) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    endpoints = await list_endpoints(state.pool, state.settings)
+    return render(request, "webhooks.html", user=user, nav="webhooks", endpoints=endpoints)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request, before: int | None = None) -> Response:
+    user = await _operator(request)
+    if user is None:
+        return _to_sign_in(request)
+    state = _state(request)
+    entries = await audit.recent(state.pool, state.settings, before_id=before, limit=PAGE_SIZE)
+    return render(
+        request,
+        "audit.html",
+        user=user,
+        nav="audit",
+        entries=entries,
+        older_url=f"?before={entries[-1].id}" if len(entries) == PAGE_SIZE else None,
+    )
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    found = asset(name)
+    if found is None:
+        return Response(status_code=404)
+    return Response(
+        found.body,
+        media_type=found.media_type,
+        headers={"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
+    )
