@@ -102,6 +102,7 @@ def render(
     user: Operator | None = None,
     **context: Any,
 ) -> HTMLResponse:
+    context.setdefault("nav", "")
     html = _templates.get_template(template).render(
         request=request,
         user=user,
