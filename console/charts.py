@@ -8,7 +8,7 @@ from ops.queue import MinuteOutcomes
 
 _WIDTH = 600
 _HEIGHT = 120
-_TOP = 14
+_TOP = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +26,10 @@ def _bars(series: list[Series], title: str, unit: str, minutes: list[str]) -> Ma
     slot = _WIDTH / max(count, 1)
     scale = (_HEIGHT - _TOP) / top
     parts = [
+        f'<span class="axis">max {top:g} {escape(unit)}</span>',
         f'<svg class="chart" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img"'
         f' aria-label="{escape(title)}" preserveAspectRatio="none">',
         f"<title>{escape(title)}</title>",
-        f'<text class="axis" x="2" y="10">max {top:g} {escape(unit)}</text>',
         f'<line class="base" x1="0" y1="{_HEIGHT}" x2="{_WIDTH}" y2="{_HEIGHT}"/>',
     ]
     for index in range(count):

@@ -5,11 +5,14 @@ import time
 
 import asyncpg
 from arq.connections import ArqRedis
+from fastapi import FastAPI
 from playwright.async_api import BrowserContext, Page, expect
 
+from api.main import create_app
 from console.routes import COOKIE
 from console.sessions import SESSION_KEY_PREFIX
 from kit.settings import Settings
+from tests.app_fixtures import api_with
 from tests.console.conftest import sign_in
 
 
@@ -90,9 +93,28 @@ async def test_a_revoked_key_loses_its_open_session_at_once(
 
 
 async def test_the_console_is_not_routed_when_disabled(settings: Settings) -> None:
-    from tests.app_fixtures import api_with
-
     async with api_with(settings, console_enabled=False) as api:
         response = await api.get("/console/sign-in")
 
     assert response.status_code == 404
+
+
+def _paths(app: FastAPI) -> list[str]:
+    """The app's paths in the order routing tries them (included routers flattened)."""
+    found = []
+    for route in app.routes:
+        included = getattr(route, "original_router", None)
+        for inner in included.routes if included is not None else [route]:
+            found.append(getattr(inner, "path", ""))
+    return found
+
+
+def test_the_console_adds_no_middleware_and_routes_after_the_api(settings: Settings) -> None:
+    mounted = create_app(settings)
+    bare = create_app(settings.model_copy(update={"console_enabled": False}))
+
+    paths = _paths(mounted)
+    first_console = next(i for i, path in enumerate(paths) if path.startswith("/console"))
+    assert all(path.startswith("/console") for path in paths[first_console:])
+    assert paths[:first_console] == _paths(bare)
+    assert [m.cls for m in mounted.user_middleware] == [m.cls for m in bare.user_middleware]
