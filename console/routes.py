@@ -10,12 +10,12 @@ import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 from arq.connections import ArqRedis
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -125,9 +125,16 @@ def _is_local_plain_http(request: Request) -> bool:
         return False
 
 
-def _to_sign_in(request: Request) -> RedirectResponse:
+def _sign_in_url(request: Request) -> str:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/console/sign-in?{urlencode({'next': target})}", status_code=303)
+    return f"/console/sign-in?{urlencode({'next': target})}"
+
+
+class _SignInRequired(HTTPException):
+    """Sends whoever is not signed in to the sign-in page (a 303 with its Location)."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(status_code=303, headers={"Location": _sign_in_url(request)})
 
 
 async def _operator(request: Request) -> Operator | None:
@@ -145,6 +152,21 @@ async def _operator(request: Request) -> Operator | None:
         await state.sessions.delete(token)
         return None
     return Operator(client.id, client.name, ConsoleRole(client.console_role), session)
+
+
+async def signed_in(request: Request) -> Operator:
+    user = await _operator(request)
+    if user is None:
+        raise _SignInRequired(request)
+    return user
+
+
+async def console_state(request: Request) -> ConsoleState:
+    return _state(request)
+
+
+OperatorDep = Annotated[Operator, Depends(signed_in)]
+StateDep = Annotated[ConsoleState, Depends(console_state)]
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
@@ -243,14 +265,12 @@ async def sign_in(request: Request) -> Response:
 Action = Callable[[ConsoleState, dict[str, list[str]]], Awaitable[tuple[str, str]]]
 
 
-async def _act(request: Request, action: str, run: Action, back: str) -> Response:
+async def _act(
+    request: Request, user: Operator, state: ConsoleState, action: str, run: Action, back: str
+) -> Response:
     """Runs `run` (returning the target and the message to show) for an operator."""
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
     form = await _form(request)
-    target = _first(form, "target_hint") or action
+    target = action
 
     async def refused(reason: str) -> Response:
         await audit.record(
@@ -295,11 +315,7 @@ async def _act(request: Request, action: str, run: Action, back: str) -> Respons
 
 
 @router.post("/sign-out", response_class=HTMLResponse)
-async def sign_out(request: Request) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def sign_out(request: Request, user: OperatorDep, state: StateDep) -> Response:
     form = await _form(request)
     sent = _first(form, "csrf")
     if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
@@ -377,35 +393,32 @@ class _ConfirmationMismatch(DomainError):
     title = "Not confirmed"
 
 
-@router.post("/actions/retry", response_class=HTMLResponse)
-async def retry_action(request: Request) -> Response:
-    return await _act(request, "retry", _retry, "/console/dead")
+def _action_route(action: str, run: Action, back: str) -> Callable[..., Awaitable[Response]]:
+    async def endpoint(request: Request, user: OperatorDep, state: StateDep) -> Response:
+        return await _act(request, user, state, action, run, back)
+
+    return endpoint
 
 
-@router.post("/actions/retry-all", response_class=HTMLResponse)
-async def retry_all_action(request: Request) -> Response:
-    return await _act(request, "retry-all", _retry_all, "/console/dead")
-
-
-@router.post("/actions/abort", response_class=HTMLResponse)
-async def abort_action(request: Request) -> Response:
-    return await _act(request, "abort", _abort, "/console/jobs")
-
-
-@router.post("/actions/purge", response_class=HTMLResponse)
-async def purge_action(request: Request) -> Response:
-    return await _act(request, "purge", _purge, "/console/overview")
+for _action, _run, _back in (
+    ("retry", _retry, "/console/dead"),
+    ("retry-all", _retry_all, "/console/dead"),
+    ("abort", _abort, "/console/jobs"),
+    ("purge", _purge, "/console/overview"),
+):
+    router.add_api_route(
+        f"/actions/{_action}",
+        _action_route(_action, _run, _back),
+        methods=["POST"],
+        response_class=HTMLResponse,
+    )
 
 
 # Pages
 
 
 @router.get("/overview", response_class=HTMLResponse)
-async def overview(request: Request) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def overview(request: Request, user: OperatorDep, state: StateDep) -> Response:
     report = await queue_report(state.pool, state.queue, state.settings)
     hour = await queue.last_hour(state.queue, state.settings.queue_name)
     return render(
@@ -425,15 +438,13 @@ async def overview(request: Request) -> Response:
 @router.get("/jobs", response_class=HTMLResponse)
 async def jobs_page(
     request: Request,
+    user: OperatorDep,
+    state: StateDep,
     status: str = "",
     function: str = "",
     search: str = "",
     page: int = 1,
 ) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
     page = max(page, 1)
     chosen = status if status in queue.STATUSES else None
     # ops reads jobs in order from the front, so a page is the tail of the first page * size.
@@ -465,11 +476,7 @@ async def jobs_page(
 
 
 @router.get("/job/{job_id:path}", response_class=HTMLResponse)
-async def job_page(request: Request, job_id: str) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def job_page(request: Request, user: OperatorDep, state: StateDep, job_id: str) -> Response:
     detail = await job_detail(state.pool, state.queue, state.settings, job_id)
     if detail is None:
         return render(request, "not_found.html", 404, user=user, what=f"There is no job {job_id}.")
@@ -490,11 +497,9 @@ async def job_page(request: Request, job_id: str) -> Response:
 
 
 @router.get("/dead", response_class=HTMLResponse)
-async def dead_page(request: Request, function: str = "") -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def dead_page(
+    request: Request, user: OperatorDep, state: StateDep, function: str = ""
+) -> Response:
     dead = await list_jobs(
         state.pool,
         state.queue,
@@ -507,12 +512,10 @@ async def dead_page(request: Request, function: str = "") -> Response:
 
 
 @router.get("/dead/retry-all", response_class=HTMLResponse)
-async def retry_all_page(request: Request, function: str = "") -> Response:
+async def retry_all_page(
+    request: Request, user: OperatorDep, state: StateDep, function: str = ""
+) -> Response:
     """The dry run: how many dead jobs a retry of all would re-drive, before it is confirmed."""
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
     would = await retry_dead(
         state.pool, state.settings, state.queue, function=function or None, dry_run=True
     )
@@ -520,11 +523,9 @@ async def retry_all_page(request: Request, function: str = "") -> Response:
 
 
 @router.get("/purge", response_class=HTMLResponse)
-async def purge_page(request: Request, queue_name: str = "") -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def purge_page(
+    request: Request, user: OperatorDep, state: StateDep, queue_name: str = ""
+) -> Response:
     name = queue_name or state.settings.queue_name
     stats = await queue.queue_stats(state.queue, name)
     return render(request, "purge.html", user=user, nav="overview", stats=stats)
@@ -538,11 +539,9 @@ async def find_order(request: Request, id: str = "") -> Response:
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse)
-async def order_page(request: Request, order_id: int) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def order_page(
+    request: Request, user: OperatorDep, state: StateDep, order_id: int
+) -> Response:
     timeline = await order_timeline(state.pool, state.queue, state.settings, order_id)
     if timeline is None:
         return render(
@@ -552,21 +551,15 @@ async def order_page(request: Request, order_id: int) -> Response:
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
-async def webhooks_page(request: Request) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def webhooks_page(request: Request, user: OperatorDep, state: StateDep) -> Response:
     endpoints = await list_endpoints(state.pool, state.settings)
     return render(request, "webhooks.html", user=user, nav="webhooks", endpoints=endpoints)
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(request: Request, before: int | None = None) -> Response:
-    user = await _operator(request)
-    if user is None:
-        return _to_sign_in(request)
-    state = _state(request)
+async def audit_page(
+    request: Request, user: OperatorDep, state: StateDep, before: int | None = None
+) -> Response:
     entries = await audit.recent(state.pool, state.settings, before_id=before, limit=PAGE_SIZE)
     return render(
         request,
