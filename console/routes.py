@@ -89,6 +89,36 @@ class Operator:
     def can_act(self) -> bool:
         return self.role is ConsoleRole.OPERATOR
 
+    @property
+    def who(self) -> "Who":
+        return (self.client_id, self.name, self.role.value)
+
+
+# The audit log's who: client id, its name, its console role.
+Who = tuple[int, str, str | None]
+
+
+async def _audit(
+    state: ConsoleState,
+    who: Who,
+    action: str,
+    target: str,
+    outcome: AuditOutcome,
+    detail: str | None = None,
+) -> None:
+    client_id, name, role = who
+    await audit.record(
+        state.pool,
+        state.settings,
+        client_id=client_id,
+        client_name=name,
+        role=role,
+        action=action,
+        target=target,
+        outcome=outcome,
+        detail=detail,
+    )
+
 
 def _state(request: Request) -> ConsoleState:
     state: ConsoleState = request.app.state.console
@@ -224,28 +254,18 @@ async def sign_in(request: Request) -> Response:
     if client is None or not hmac.compare_digest(client.key_hash, hash_api_key(api_key)):
         return render(request, "sign_in.html", 401, next=target, error="Unknown or revoked key.")
     if not client.is_admin or client.console_role is None:
-        await audit.record(
-            state.pool,
-            state.settings,
-            client_id=client.id,
-            client_name=client.name,
-            role=None,
-            action="sign-in",
-            target="console",
-            outcome=AuditOutcome.REFUSED,
-            detail="not an admin key with a console role",
+        await _audit(
+            state,
+            (client.id, client.name, None),
+            "sign-in",
+            "console",
+            AuditOutcome.REFUSED,
+            "not an admin key with a console role",
         )
         return render(request, "forbidden.html", 403, reason="This key has no console access.")
     session = await state.sessions.create(client.id)
-    await audit.record(
-        state.pool,
-        state.settings,
-        client_id=client.id,
-        client_name=client.name,
-        role=client.console_role,
-        action="sign-in",
-        target="console",
-        outcome=AuditOutcome.OK,
+    await _audit(
+        state, (client.id, client.name, client.console_role), "sign-in", "console", AuditOutcome.OK
     )
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -273,17 +293,7 @@ async def _act(
     target = action
 
     async def refused(reason: str) -> Response:
-        await audit.record(
-            state.pool,
-            state.settings,
-            client_id=user.client_id,
-            client_name=user.name,
-            role=user.role.value,
-            action=action,
-            target=target,
-            outcome=AuditOutcome.REFUSED,
-            detail=reason,
-        )
+        await _audit(state, user.who, action, target, AuditOutcome.REFUSED, reason)
         return render(request, "forbidden.html", 403, user=user, reason=reason)
 
     sent = _first(form, "csrf")
@@ -299,17 +309,7 @@ async def _act(
         outcome, message, detail = AuditOutcome.FAILED, exc.detail, exc.detail
     else:
         outcome, detail = AuditOutcome.OK, message
-    await audit.record(
-        state.pool,
-        state.settings,
-        client_id=user.client_id,
-        client_name=user.name,
-        role=user.role.value,
-        action=action,
-        target=target,
-        outcome=outcome,
-        detail=detail,
-    )
+    await _audit(state, user.who, action, target, outcome, detail)
     await state.sessions.set_flash(user.session.token, message)
     return RedirectResponse(_next_page(_first(form, "back")) or back, status_code=303)
 
@@ -321,16 +321,7 @@ async def sign_out(request: Request, user: OperatorDep, state: StateDep) -> Resp
     if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
         return render(request, "forbidden.html", 403, user=user, reason="CSRF token mismatch.")
     await state.sessions.delete(user.session.token)
-    await audit.record(
-        state.pool,
-        state.settings,
-        client_id=user.client_id,
-        client_name=user.name,
-        role=user.role.value,
-        action="sign-out",
-        target="console",
-        outcome=AuditOutcome.OK,
-    )
+    await _audit(state, user.who, "sign-out", "console", AuditOutcome.OK)
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
