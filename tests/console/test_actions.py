@@ -1,15 +1,18 @@
 """What the console changes: retry, abort, purge; roles, CSRF and the audit log of each."""
 
+import asyncio
+
 import asyncpg
+import httpx
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss
 from playwright.async_api import Page, expect
 
 from kit.settings import Settings
 from shop.jobs.dead_jobs import record_dead_job
-from tests.app_fixtures import JobRunner
+from tests.app_fixtures import JobRunner, wait_for
 from tests.console.conftest import sign_in
-from tests.ordersctl.fixtures import Jobs
+from tests.ordersctl.fixtures import Jobs, MakeProduct, place
 
 
 async def _csrf(page: Page) -> str:
@@ -173,3 +176,48 @@ async def test_a_post_without_the_session_s_csrf_token_is_refused(
         ("purge", "refused"),
         ("retry", "refused"),
     ]
+
+
+async def test_a_running_job_is_shown_in_progress_and_aborted_from_its_page(
+    page: Page, api: httpx.AsyncClient, client_key: str, make_product: MakeProduct,
+    jobs: JobRunner, db: asyncpg.Pool, arq_redis: ArqRedis, operator_key: str,
+) -> None:  # fmt: skip
+    product = await make_product(stock=10)
+    order_id = await place(api, client_key, product.id)
+    job_id = f"reserve_inventory:{order_id}"
+    await sign_in(page, operator_key, "/console/jobs?status=in-progress")
+    async with db.acquire() as conn:
+        # Holding the order's row lock keeps the job waiting inside its transaction: running.
+        lock = conn.transaction()
+        await lock.start()
+        await conn.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", order_id)
+        await jobs.relay.deliver_pending()
+        worker = jobs.worker(burst=False, poll_delay=0.05)
+        running = asyncio.create_task(worker.main())
+        try:
+
+            async def started() -> bool:
+                return bool(await arq_redis.exists(f"arq:in-progress:{job_id}"))
+
+            await wait_for(started, timeout_s=10)
+            await page.reload()
+            listed = await page.locator("#job-list").inner_text()
+            await page.get_by_role("link", name=job_id).click()
+            await page.get_by_role("button", name="Abort").click()
+            await expect(page.get_by_role("status")).to_contain_text("was in-progress")
+
+            async def finished() -> bool:
+                return bool(await arq_redis.exists(f"arq:result:{job_id}"))
+
+            await wait_for(finished, timeout_s=10)
+        finally:
+            await lock.rollback()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await worker.close()
+
+    assert job_id in listed
+    assert "in-progress" in listed
+    await page.goto(f"/console/job/{job_id}")
+    await expect(page.locator("#job")).to_contain_text("CancelledError")
+    assert await _audit(db) == [("on-call", "abort", job_id, "ok")]
