@@ -17,7 +17,7 @@ from api.problems import install_problem_handlers
 from api.rate_limit import RateLimiter
 from api.routes import events, health, metrics, orders, products, webhooks
 from console import routes as console_routes
-from console.routes import ConsoleState
+from console.deps import ConsoleState
 from console.sessions import SessionStore
 from kit.db import create_pool
 from kit.heap import freeze_startup_heap

@@ -1,33 +1,37 @@
 """The console's pages and actions under /console: HTML in, calls to `ops/`, HTML out.
 
-Signed-in operators only: a session cookie (console.sessions) names an admin client whose
-console role is read again on every request, so a revoked key or a changed role takes effect at
-once. Every POST carries the session's CSRF token; every action is written to the audit log,
-refused ones included.
+Signed-in operators only (console.deps). Every POST carries the session's CSRF token; every
+action is written to the audit log, refused ones included.
 """
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
-import asyncpg
-from arq.connections import ArqRedis
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from console import charts
-from console.assets import CACHE_CONTROL, asset, asset_url
-from console.sessions import Session, SessionStore
+from console.assets import CACHE_CONTROL, asset
+from console.deps import (
+    COOKIE,
+    ConsoleState,
+    Operator,
+    OperatorDep,
+    StateDep,
+    app_console_state,
+    console_path,
+    first,
+    is_local_plain_http,
+    read_form,
+    record_action,
+    same_origin,
+)
+from console.pages import render
 from kit.db import connection
 from kit.errors import DomainError
-from kit.settings import Settings
 from ops import audit, queue
 from ops.audit import AuditOutcome
-from ops.display import age, short, when
 from ops.health import health, queue_report
 from ops.jobs import job_detail, list_jobs
 from ops.outbox import outbox_status
@@ -36,192 +40,12 @@ from ops.timeline import order_timeline
 from ops.webhooks import list_endpoints
 from shop.clients import repository as clients_repo
 from shop.clients.auth import hash_api_key
-from shop.models import ConsoleRole
 
-COOKIE = "console_session"
 PAGE_SIZE = 25
-REFRESH_S = 5
-_LOCALHOST_NAMES = {"localhost", "testserver"}
-# Pages are never cached (they show live state and a CSRF token) and never framed.
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self';"
-        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    # same-origin, not no-referrer: with no-referrer browsers send `Origin: null` on POST.
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-}
+# ops reads jobs from the front of the queue and ARQ's results: a page costs all those before it.
+MAX_PAGE = 40
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-
-_templates = Environment(
-    loader=PackageLoader("console", "templates"),
-    autoescape=select_autoescape(default=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_templates.globals.update(asset=asset_url, refresh_s=REFRESH_S)
-_templates.filters.update(age=age, short=short, when=when)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleState:
-    """What the console needs beside the API's state: an ARQ client (to enqueue) and sessions."""
-
-    settings: Settings
-    pool: asyncpg.Pool
-    queue: ArqRedis
-    sessions: SessionStore
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    client_id: int
-    name: str
-    role: ConsoleRole
-    session: Session
-
-    @property
-    def can_act(self) -> bool:
-        return self.role is ConsoleRole.OPERATOR
-
-    @property
-    def who(self) -> "Who":
-        return (self.client_id, self.name, self.role.value)
-
-
-# The audit log's who: client id, its name, its console role.
-Who = tuple[int, str, str | None]
-
-
-async def _audit(
-    state: ConsoleState,
-    who: Who,
-    action: str,
-    target: str,
-    outcome: AuditOutcome,
-    detail: str | None = None,
-) -> None:
-    client_id, name, role = who
-    await audit.record(
-        state.pool,
-        state.settings,
-        client_id=client_id,
-        client_name=name,
-        role=role,
-        action=action,
-        target=target,
-        outcome=outcome,
-        detail=detail,
-    )
-
-
-def _state(request: Request) -> ConsoleState:
-    state: ConsoleState = request.app.state.console
-    return state
-
-
-def render(
-    request: Request,
-    template: str,
-    status_code: int = 200,
-    user: Operator | None = None,
-    **context: Any,
-) -> HTMLResponse:
-    context.setdefault("nav", "")
-    html = _templates.get_template(template).render(
-        request=request,
-        user=user,
-        csrf=None if user is None else user.session.csrf_token,
-        flash=None if user is None else user.session.flash,
-        **context,
-    )
-    return HTMLResponse(html, status_code=status_code, headers=_PAGE_HEADERS)
-
-
-def _is_local_plain_http(request: Request) -> bool:
-    if request.url.scheme != "http":
-        return False
-    host = request.url.hostname or ""
-    if host in _LOCALHOST_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _sign_in_url(request: Request) -> str:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return f"/console/sign-in?{urlencode({'next': target})}"
-
-
-class _SignInRequired(HTTPException):
-    """Sends whoever is not signed in to the sign-in page (a 303 with its Location)."""
-
-    def __init__(self, request: Request) -> None:
-        super().__init__(status_code=303, headers={"Location": _sign_in_url(request)})
-
-
-async def _operator(request: Request) -> Operator | None:
-    """The signed-in operator, or None (no cookie, session expired, key revoked, no role)."""
-    token = request.cookies.get(COOKIE)
-    if not token:
-        return None
-    state = _state(request)
-    session = await state.sessions.load(token)
-    if session is None:
-        return None
-    async with connection(state.pool, state.settings.db_pool_acquire_timeout_s) as conn:
-        client = await clients_repo.find_active(conn, session.client_id)
-    if client is None or not client.is_admin or client.console_role is None:
-        await state.sessions.delete(token)
-        return None
-    return Operator(client.id, client.name, ConsoleRole(client.console_role), session)
-
-
-async def signed_in(request: Request) -> Operator:
-    user = await _operator(request)
-    if user is None:
-        raise _SignInRequired(request)
-    return user
-
-
-async def console_state(request: Request) -> ConsoleState:
-    return _state(request)
-
-
-OperatorDep = Annotated[Operator, Depends(signed_in)]
-StateDep = Annotated[ConsoleState, Depends(console_state)]
-
-
-async def _form(request: Request) -> dict[str, list[str]]:
-    """An urlencoded form body (the console's forms post nothing else)."""
-    fields: dict[str, list[str]] = {}
-    for name, value in parse_qsl((await request.body()).decode(errors="replace")):
-        fields.setdefault(name, []).append(value)
-    return fields
-
-
-def _first(form: dict[str, list[str]], name: str) -> str:
-    return (form.get(name) or [""])[0].strip()
-
-
-def _same_origin(request: Request) -> bool:
-    """A POST from the console's own pages: Origin (sent by browsers on POST) names this host."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
-
-
-def _next_page(value: str) -> str:
-    # Only a path of the console itself: never an open redirect.
-    return value if value.startswith("/console/") and not value.startswith("//") else ""
 
 
 # Sign-in and sign-out
@@ -234,17 +58,17 @@ async def root(request: Request) -> Response:
 
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in_page(request: Request, next: str = "") -> Response:
-    return render(request, "sign_in.html", next=_next_page(next), error=None)
+    return render(request, "sign_in.html", next=console_path(next), error=None)
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request) -> Response:
-    state = _state(request)
-    form = await _form(request)
-    target = _next_page(_first(form, "next")) or "/console/overview"
-    if not _same_origin(request):
+    state = app_console_state(request)
+    form = await read_form(request)
+    target = console_path(first(form, "next")) or "/console/overview"
+    if not same_origin(request):
         return render(request, "sign_in.html", 403, next=target, error="Cross-site sign-in.")
-    api_key = _first(form, "api_key")
+    api_key = first(form, "api_key")
     async with connection(state.pool, state.settings.db_pool_acquire_timeout_s) as conn:
         client = (
             await clients_repo.find_active_by_key_hash(conn, hash_api_key(api_key))
@@ -254,7 +78,7 @@ async def sign_in(request: Request) -> Response:
     if client is None or not hmac.compare_digest(client.key_hash, hash_api_key(api_key)):
         return render(request, "sign_in.html", 401, next=target, error="Unknown or revoked key.")
     if not client.is_admin or client.console_role is None:
-        await _audit(
+        await record_action(
             state,
             (client.id, client.name, None),
             "sign-in",
@@ -264,7 +88,7 @@ async def sign_in(request: Request) -> Response:
         )
         return render(request, "forbidden.html", 403, reason="This key has no console access.")
     session = await state.sessions.create(client.id)
-    await _audit(
+    await record_action(
         state, (client.id, client.name, client.console_role), "sign-in", "console", AuditOutcome.OK
     )
     response = RedirectResponse(target, status_code=303)
@@ -273,7 +97,7 @@ async def sign_in(request: Request) -> Response:
         session.token,
         max_age=state.sessions.ttl_s,
         path="/console",
-        secure=not _is_local_plain_http(request),
+        secure=not is_local_plain_http(request),
         httponly=True,
         samesite="strict",
     )
@@ -289,17 +113,24 @@ async def _act(
     request: Request, user: Operator, state: ConsoleState, action: str, run: Action, back: str
 ) -> Response:
     """Runs `run` (returning the target and the message to show) for an operator."""
-    form = await _form(request)
-    target = action
+    form = await read_form(request)
+    # What the action is about, as the form names it (kept when the action is refused).
+    target = (
+        first(form, "job_id")
+        or ", ".join(form.get("selected", []))
+        or first(form, "queue")
+        or first(form, "function")
+        or action
+    )
 
     async def refused(reason: str) -> Response:
-        await _audit(state, user.who, action, target, AuditOutcome.REFUSED, reason)
+        await record_action(state, user.who, action, target, AuditOutcome.REFUSED, reason)
         return render(request, "forbidden.html", 403, user=user, reason=reason)
 
-    sent = _first(form, "csrf")
+    sent = first(form, "csrf")
     if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
         return await refused("The form's CSRF token does not match this session.")
-    if not _same_origin(request):
+    if not same_origin(request):
         return await refused("The request did not come from the console's pages.")
     if not user.can_act:
         return await refused(f"The {user.role.value} role may look but not act.")
@@ -309,19 +140,19 @@ async def _act(
         outcome, message, detail = AuditOutcome.FAILED, exc.detail, exc.detail
     else:
         outcome, detail = AuditOutcome.OK, message
-    await _audit(state, user.who, action, target, outcome, detail)
+    await record_action(state, user.who, action, target, outcome, detail)
     await state.sessions.set_flash(user.session.token, message)
-    return RedirectResponse(_next_page(_first(form, "back")) or back, status_code=303)
+    return RedirectResponse(console_path(first(form, "back")) or back, status_code=303)
 
 
 @router.post("/sign-out", response_class=HTMLResponse)
 async def sign_out(request: Request, user: OperatorDep, state: StateDep) -> Response:
-    form = await _form(request)
-    sent = _first(form, "csrf")
+    form = await read_form(request)
+    sent = first(form, "csrf")
     if not sent or not hmac.compare_digest(sent, user.session.csrf_token):
         return render(request, "forbidden.html", 403, user=user, reason="CSRF token mismatch.")
     await state.sessions.delete(user.session.token)
-    await _audit(state, user.who, "sign-out", "console", AuditOutcome.OK)
+    await record_action(state, user.who, "sign-out", "console", AuditOutcome.OK)
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -329,7 +160,7 @@ async def sign_out(request: Request, user: OperatorDep, state: StateDep) -> Resp
 
 async def _retry(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
     # A row's own button names one job; "retry selected" sends the ticked boxes.
-    one = _first(form, "job_id")
+    one = first(form, "job_id")
     job_ids = [one] if one else [value for value in form.get("selected", []) if value]
     if not job_ids:
         return "", "No job was selected."
@@ -351,7 +182,7 @@ async def _retry(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, 
 
 
 async def _retry_all(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
-    function = _first(form, "function") or None
+    function = first(form, "function") or None
     done = await retry_dead(state.pool, state.settings, state.queue, function=function)
     retried = [item for item in done if item.error is None]
     target = f"every dead job{f' of {function}' if function else ''}"
@@ -366,14 +197,14 @@ async def _retry_all(state: ConsoleState, form: dict[str, list[str]]) -> tuple[s
 
 
 async def _abort(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
-    job_id = _first(form, "job_id")
+    job_id = first(form, "job_id")
     was = await abort(state.queue, state.settings.queue_name, job_id)
     return job_id, f"Abort requested for {job_id} (was {was})."
 
 
 async def _purge(state: ConsoleState, form: dict[str, list[str]]) -> tuple[str, str]:
-    name = _first(form, "queue")
-    if not name or _first(form, "confirm") != name:
+    name = first(form, "queue")
+    if not name or first(form, "confirm") != name:
         raise _ConfirmationMismatch(f"Type the queue's name, {name}, to purge it.")
     removed = await purge(state.queue, name)
     return name, f"Purged {removed} waiting job(s) from {name}."
@@ -436,7 +267,7 @@ async def jobs_page(
     search: str = "",
     page: int = 1,
 ) -> Response:
-    page = max(page, 1)
+    page = min(max(page, 1), MAX_PAGE)
     chosen = status if status in queue.STATUSES else None
     # ops reads jobs in order from the front, so a page is the tail of the first page * size.
     found = await list_jobs(
@@ -461,7 +292,7 @@ async def jobs_page(
         page=page,
         previous_url=None if page == 1 else "?" + urlencode({**filters, "page": page - 1}),
         next_url=None
-        if len(found) <= page * PAGE_SIZE
+        if len(found) <= page * PAGE_SIZE or page == MAX_PAGE
         else "?" + urlencode({**filters, "page": page + 1}),
     )
 

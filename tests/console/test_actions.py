@@ -151,7 +151,7 @@ async def test_a_viewer_sees_no_actions_and_its_posts_are_refused(
 
     assert response.status == 403
     assert await _redriven(db, every_state.dead) is None
-    assert await _audit(db) == [("support", "retry", "retry", "refused")]
+    assert await _audit(db) == [("support", "retry", every_state.dead, "refused")]
 
 
 async def test_a_post_without_the_session_s_csrf_token_is_refused(
