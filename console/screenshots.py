@@ -93,6 +93,9 @@ async def _seed(settings: Settings, api_url: str) -> tuple[str, int, str]:
                     await worker.main()
                 finally:
                     await worker.close()
+            # A storefront's webhook endpoint: the two orders below make its first deliveries.
+            hook = {"url": "http://127.0.0.1:9/orders-hook", "events": ["order.created"]}
+            (await api.post("/v1/webhook-endpoints", json=hook)).raise_for_status()
             # Left waiting: two orders in the outbox (no worker runs now), a queued and a
             # deferred job.
             for n in (8, 9):
@@ -183,7 +186,12 @@ def main() -> None:
             started.append(service)
             service.start()
         os.environ.update(
-            DATABASE_URL=postgres.url, REDIS_URL=redis.url, SMTP_URL=mail.url, LOG_LEVEL="WARNING"
+            DATABASE_URL=postgres.url,
+            REDIS_URL=redis.url,
+            SMTP_URL=mail.url,
+            LOG_LEVEL="WARNING",
+            # The demo endpoint is on loopback.
+            WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
         get_settings.cache_clear()
         alembic_upgrade_head(os.environ, capture=True)
