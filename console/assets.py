@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
-_MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_MEDIA_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 @dataclass(frozen=True, slots=True)

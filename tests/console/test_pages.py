@@ -21,6 +21,10 @@ PAGES = [
 async def test_every_page_shows_the_jobs_in_each_state_without_personal_data(
     page: Page, every_state: Jobs, operator_key: str
 ) -> None:
+    errors: list[str] = []  # a CSP violation or a script error shows up as one
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
     await sign_in(page, operator_key)
     seen: dict[str, str] = {}
     for path, heading in PAGES:
@@ -52,6 +56,7 @@ async def test_every_page_shows_the_jobs_in_each_state_without_personal_data(
     for html in seen.values():
         assert "@example.com" not in html
         assert "Ada Lovelace" not in html
+    assert errors == []
 
 
 async def test_a_page_refreshes_its_live_regions_while_it_is_open(
