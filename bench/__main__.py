@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated scenario names (and 'queues', 'soak', 'flash_sale'): run just those"
+        help="comma-separated scenario names (and 'queues', 'soak', 'flash_sale',"
+        " 'webhooks', 'capacity'): run just those"
         " and print"
         " their medians instead of writing the report",
     )
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flash_sale_s=args.flash_sale_seconds or (2.0 if smoke else 15.0),
         flash_reference_s=1.0 if smoke else 10.0,
         flash_order_connections=8 if smoke else 32,
+        webhook_pipeline_s=2.0 if smoke else 10.0,
+        capacity_s=2.0 if smoke else 15.0,
         only=frozenset(name for name in args.only.split(",") if name),
     )
     from bench.report import print_medians, write_report

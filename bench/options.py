@@ -22,8 +22,12 @@ class Options:
     # Connections placing orders in the flash sale (32; fewer in a smoke run, whose backlog the
     # pipeline then drains in seconds).
     flash_order_connections: int = 32
-    # Scenario names to run, plus "queues", "soak" and "flash_sale" for those phases; empty:
-    # everything.
+    # Seconds of orders in each run of the webhooks phase's with/without comparison.
+    webhook_pipeline_s: float = 10.0
+    # Seconds of orders in the capacity phase (the per-order costs docs/capacity.md scales).
+    capacity_s: float = 15.0
+    # Scenario names to run, plus "queues", "soak", "flash_sale", "webhooks" and "capacity" for
+    # those phases; empty: everything.
     only: frozenset[str] = frozenset()
 
     def wants(self, name: str) -> bool:

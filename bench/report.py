@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import flash_sale_report
+from bench import flash_sale_report, webhooks_report
 from bench.options import Options
 from bench.results import Results
 from bench.stack import Stack, run_quiet
@@ -153,6 +153,10 @@ def print_medians(results: Results) -> None:
                 f"  reads hot {s['hot_reads']:6d}  other {s['other_reads']:6d}",
                 flush=True,
             )
+    for line in webhooks_report.table(results.webhooks):
+        print(line, flush=True)
+    for line in capacity_section(results.capacity):
+        print(line, flush=True)
 
 
 def _verdict(condition: bool, yes: str, no: str) -> str:
@@ -266,6 +270,8 @@ def write_report(
     lines += _memory_section(results, charts)
     flash_sale_report.chart(out_dir, results.flash_sale)
     lines += flash_sale_report.section(results.flash_sale)
+    lines += webhooks_report.section(results.webhooks)
+    lines += capacity_section(results.capacity)
     lines += [
         "",
         "Why the system is built as it is, measured: [decision records](decisions/README.md).",
@@ -625,3 +631,37 @@ def _charts(out_dir: Path, f: _Figures, titles: dict[str, str]) -> dict[str, Pat
     fig.savefig(paths["memory"], dpi=110)
     plt.close(fig)
     return paths
+
+
+_CAPACITY_ROWS = (
+    ("api", "API CPU (Granian, 1 process), ms"),
+    ("worker", "worker CPU (`arq worker.Settings`), ms"),
+    ("postgres", "Postgres CPU, ms"),
+    ("redis", "Redis CPU, ms"),
+    ("smtp_sink", "smtp-sink CPU, ms"),
+)
+
+
+def capacity_section(figures: dict[str, Any]) -> list[str]:
+    """What one order costs each part (bench.phases.capacity), the input of docs/capacity.md."""
+    if not figures:
+        return []
+    cpu = figures["cpu_ms_per_order"]
+    return [
+        "## What one order costs",
+        "",
+        f"One API process, one worker and smtp-sink; wrk placed one-line orders over 100 "
+        f"products for {figures['orders']['seconds']:.0f} s, {figures['emailed']:,} of them "
+        f"went all the way to their email ({_fmt(figures['processed_per_s'])}/s). Each figure "
+        "is the run's total (process CPU, Postgres's WAL position and commit count, Redis's "
+        "command count) divided by those orders. docs/capacity.md scales them.",
+        "",
+        "| per order | measured |",
+        "| --- | ---: |",
+        *(f"| {title} | {cpu.get(key, float('nan')):.3f} |" for key, title in _CAPACITY_ROWS),
+        f"| wrk CPU (the clients), ms | {figures['wrk_cpu_ms_per_order']:.3f} |",
+        f"| Postgres WAL, bytes | {figures['wal_bytes_per_order']:,} |",
+        f"| Postgres commits | {figures['commits_per_order']:.3f} |",
+        f"| Redis commands | {figures['redis_commands_per_order']:.2f} |",
+        "",
+    ]

@@ -110,3 +110,60 @@ async def order_times(conn: asyncpg.Connection, client_id: int, after_id: int) -
         after_id,
     )
     return [OrderTimes(**row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFigures:
+    """Webhook deliveries after a given attempt: how many were delivered, how many tries were
+    made, and the first and last try's times (seconds since the epoch)."""
+
+    delivered: int
+    tries: int
+    first: float | None
+    last: float | None
+
+
+async def last_webhook_attempt_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM webhook_attempts"))
+
+
+async def pending_webhook_deliveries(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+    )
+
+
+async def webhook_delivery_figures(
+    conn: asyncpg.Connection, after_attempt_id: int
+) -> DeliveryFigures:
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS delivered,"
+        " count(*) AS tries,"
+        " extract(epoch FROM min(attempted_at))::float8 AS first,"
+        " extract(epoch FROM max(attempted_at))::float8 AS last"
+        " FROM webhook_attempts WHERE id > $1",
+        after_attempt_id,
+    )
+    assert row is not None
+    return DeliveryFigures(**row)
+
+
+async def delete_webhook_endpoints(conn: asyncpg.Connection, client_id: int) -> None:
+    await conn.execute("DELETE FROM webhook_endpoints WHERE client_id = $1", client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseCounters:
+    """Postgres's running totals: WAL bytes written and transactions committed, all databases."""
+
+    wal_bytes: int
+    commits: int
+
+
+async def database_counters(conn: asyncpg.Connection) -> DatabaseCounters:
+    row = await conn.fetchrow(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes,"
+        " (SELECT sum(xact_commit)::bigint FROM pg_stat_database) AS commits"
+    )
+    assert row is not None
+    return DatabaseCounters(**row)

@@ -16,6 +16,8 @@ class Results:
     crash: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     flash_sale: dict[str, Any] = field(default_factory=dict)
+    webhooks: dict[str, Any] = field(default_factory=dict)
+    capacity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
 
@@ -29,5 +31,7 @@ class Results:
             "crash": self.crash,
             "memory": self.memory,
             "flash_sale": self.flash_sale,
+            "webhooks": self.webhooks,
+            "capacity": self.capacity,
             "notes": self.notes,
         }

@@ -1,15 +1,16 @@
 """One benchmark run: seed, start the servers, then each phase in turn.
 
 The HTTP scenarios come first (bench.phases.http: interleaved rounds, medians), then the queue
-(bench.phases.queues), the memory soak (bench.phases.soak) and the flash sale
-(bench.phases.flash_sale), each on the same Postgres, Redis and mail sink. A phase that fails is
+(bench.phases.queues), the memory soak (bench.phases.soak), the flash sale
+(bench.phases.flash_sale), the webhooks (bench.phases.webhooks) and the per-order costs
+(bench.phases.capacity), each on the same Postgres, Redis and mail sink. A phase that fails is
 reported as such; the figures of the others are still worth having.
 """
 
 import asyncio
 
 from bench.options import Options
-from bench.phases import flash_sale, http, queues, soak
+from bench.phases import capacity, flash_sale, http, queues, soak, webhooks
 from bench.phases.common import say
 from bench.results import Results
 from bench.scenarios import all_scenarios
@@ -51,5 +52,23 @@ def run(stack: Stack, options: Options) -> Results:
             flash_sale.run(stack, options, results)
         except Exception as exc:
             results.notes.append(f"The flash sale failed: {exc!r} (see the run directory's logs).")
+            say(results.notes[-1])
+    if options.wants("webhooks"):
+        say("webhooks: one API process, one worker, smtp-sink, a fast receiver")
+        try:
+            webhooks.run(stack, options, results)
+        except Exception as exc:
+            results.notes.append(
+                f"The webhooks phase failed: {exc!r} (see the run directory's logs)."
+            )
+            say(results.notes[-1])
+    if options.wants("capacity"):
+        say("capacity: what one order costs each process, Postgres's WAL and Redis")
+        try:
+            capacity.run(stack, options, results)
+        except Exception as exc:
+            results.notes.append(
+                f"The capacity phase failed: {exc!r} (see the run directory's logs)."
+            )
             say(results.notes[-1])
     return results

@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     # The whole request, from connecting to the last byte of the answer kept. Above
     # JOB_TIMEOUT_S it lengthens ARQ's in-progress lock, so how long a killed worker's jobs wait.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-    # Deliveries in flight per endpoint, and all together, in each worker process: a job over
-    # either cap gives its slot back at once and runs again later, so a hanging receiver holds
-    # at most this many of the worker's WORKER_MAX_JOBS slots.
+    # Requests in flight per endpoint, and all together, in each worker process; the second
+    # also caps the webhook jobs a worker runs at once (a job over it gives its slot back at
+    # once and runs again shortly), so webhooks hold at most that many of its WORKER_MAX_JOBS
+    # slots however their receivers behave.
     webhook_max_in_flight_per_endpoint: int = Field(default=2, ge=1)
     webhook_max_in_flight: int = Field(default=8, ge=1)
     # A delivery that is due this long without having been tried is handed to the queue again

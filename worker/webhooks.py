@@ -7,7 +7,9 @@ times within a minute.
 
 import asyncio
 import math
+import time
 import traceback
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -49,47 +51,79 @@ def arq_timeout_s(settings: Settings) -> int:
 
 
 async def deliver_webhook(
-    ctx: dict[str, Any], delivery_id: int, attempt: int, *, request_id: str | None = None
-) -> str:
+    ctx: dict[str, Any],
+    delivery_id: int | list[list[int]],
+    attempt: int | None = None,
+    *,
+    request_id: str | None = None,
+    request_ids: list[str | None] | None = None,
+) -> str | dict[str, int]:
+    """One try (`delivery_id`, `attempt`), or a batch of them (a list of [delivery id, try]
+    pairs, with `request_ids` in the same order) as the relay hands first tries over."""
     worker: WorkerContext = ctx["worker"]
     settings = worker.settings
+    if isinstance(delivery_id, list):
+        tries = [(int(pair[0]), int(pair[1])) for pair in delivery_id]
+        requests = dict(zip((d for d, _ in tries), request_ids or [None] * len(tries), strict=True))
+        bound: dict[str, Any] = {"deliveries": len(tries)}
+    else:
+        assert attempt is not None
+        tries = [(delivery_id, attempt)]
+        requests = {delivery_id: request_id}
+        bound = {"delivery_id": delivery_id, "attempt": attempt, "request_id": request_id}
     with structlog.contextvars.bound_contextvars(
-        job_id=ctx.get("job_id"),
-        job=JobName.DELIVER_WEBHOOK.value,
-        delivery_id=delivery_id,
-        attempt=attempt,
-        request_id=request_id,
+        job_id=ctx.get("job_id"), job=JobName.DELIVER_WEBHOOK.value, **bound
     ):
-        try:
-            async with asyncio.timeout(arq_timeout_s(settings) - _OWN_BOUND_MARGIN_S):
-                result = await delivery.deliver(
-                    worker.pool, settings, worker.webhooks, delivery_id, attempt
-                )
-        except _TRANSIENT_ERRORS as exc:
-            # Postgres (or the try ran out of time), not the receiver: the same try again, not
-            # counted as one; the receiver may get it twice, as at least once allows.
-            delay_s = delivery.retry_delay_s(settings, ctx.get("job_try", 1))
-            log.warning("webhook_try_retrying", error=repr(exc), retry_in_s=round(delay_s, 2))
-            raise Retry(defer=delay_s) from exc
-        except Exception as exc:
-            log.exception("webhook_try_failed")
-            await delivery.record_dead_job(
-                worker.pool,
+        with worker.webhooks.job_slot() as free:
+            if not free:
+                raise Retry(defer=delivery.busy_delay_s())
+            own_bound_s = arq_timeout_s(settings) - _OWN_BOUND_MARGIN_S
+            try:
+                async with asyncio.timeout(own_bound_s):
+                    batch = await delivery.deliver_many(
+                        worker.pool,
+                        settings,
+                        worker.webhooks,
+                        tries,
+                        deadline=time.monotonic() + own_bound_s,
+                    )
+            except _TRANSIENT_ERRORS as exc:
+                # Postgres (or the try ran out of time), not the receiver: the same tries
+                # again, not counted as such; a receiver may get one twice, as at least once
+                # allows.
+                delay_s = delivery.retry_delay_s(settings, ctx.get("job_try", 1))
+                log.warning("webhook_try_retrying", error=repr(exc), retry_in_s=round(delay_s, 2))
+                raise Retry(defer=delay_s) from exc
+            except Exception as exc:
+                log.exception("webhook_try_failed")
+                for failed_id, failed_try in tries:
+                    await delivery.record_dead_job(
+                        worker.pool,
+                        settings,
+                        delivery_id=failed_id,
+                        attempt=failed_try,
+                        error=repr(exc),
+                        traceback="".join(traceback.format_exception(exc)),
+                        tries=ctx.get("job_try", 1),
+                        enqueued_at=ctx.get("enqueue_time"),
+                    )
+                raise
+        for retried_id, result in batch.results.items():
+            if result.outcome is Outcome.RETRYING:
+                await _queue_try(ctx["redis"], settings, retried_id, result, requests[retried_id])
+        for left_id, left_try in batch.left:
+            # Not started before the job's time ran out: a job of its own, at once.
+            await _queue_try(
+                ctx["redis"],
                 settings,
-                delivery_id=delivery_id,
-                attempt=attempt,
-                error=repr(exc),
-                traceback="".join(traceback.format_exception(exc)),
-                tries=ctx.get("job_try", 1),
-                enqueued_at=ctx.get("enqueue_time"),
+                left_id,
+                delivery.Result(Outcome.RETRYING, left_try, None),
+                requests[left_id],
             )
-            raise
-        if result.outcome is Outcome.BUSY:
-            raise Retry(defer=delivery.busy_delay_s(settings))
-        if result.outcome is Outcome.RETRYING:
-            assert result.next_attempt is not None
-            await _queue_try(ctx["redis"], settings, delivery_id, result, request_id)
-        return result.outcome.value
+        if len(tries) == 1 and not batch.left:
+            return batch.results[tries[0][0]].outcome.value
+        outcomes = Counter(result.outcome.value for result in batch.results.values())
+        return {**outcomes, "left": len(batch.left)}
 
 
 async def _queue_try(

@@ -81,6 +81,20 @@ async def delete_webhook_endpoint(
     return Response(status_code=204)
 
 
+@router.post("/{endpoint_id}/enable", responses=NOT_FOUND)
+async def enable_webhook_endpoint(
+    endpoint_id: EndpointId, state: StateDep, client: ClientDep
+) -> WebhookEndpointPublic:
+    """Send events to an endpoint again after it was disabled (`disabled_at` is cleared).
+
+    Events written while it was disabled are not sent to it: read them from `GET /v1/events`
+    with the cursor of the last one it received, or redeliver them one by one. The URL is
+    checked again as at registration (422). Enabling an endpoint that is not disabled changes
+    nothing.
+    """
+    return await webhooks.enable_endpoint(state.pool, state.settings, client, endpoint_id)
+
+
 @router.post("/{endpoint_id}/rotate-secret", responses=NOT_FOUND)
 async def rotate_webhook_secret(
     endpoint_id: EndpointId, state: StateDep, client: ClientDep

@@ -19,7 +19,6 @@ internals, so that they keep their meaning however the pipeline is built.
 
 import asyncio
 import math
-import re
 import secrets
 import time
 from collections import Counter
@@ -32,24 +31,23 @@ import asyncpg
 from bench import load, pgbench
 from bench import repository as bench_repo
 from bench import seed as seeding
-from bench.load import WrkRun
 from bench.open_loop import feed_orders
 from bench.options import Options
-from bench.phases.common import say, settle, start_worker
-from bench.programs import ensure_smtp_sink, ensure_wrk
+from bench.phases.common import say, settle
+from bench.phases.pipeline import (
+    PipelineStack,
+    drain,
+    last_order_id,
+    order_times,
+    per_second,
+    percentile,
+    sink_count,
+    wrk_figures,
+)
 from bench.programs import pgbench as find_pgbench
 from bench.repository import OrderTimes
 from bench.results import Results
-from bench.stack import (
-    PRODUCTION_POOL,
-    PRODUCTION_SERVER,
-    Child,
-    Server,
-    Stack,
-    tree_cpu_seconds,
-    wait_for_port,
-)
-from devstack.services import LOOPBACK, free_port
+from bench.stack import Stack
 from shop.clients.service import create_client
 
 PRODUCTS = 50
@@ -104,51 +102,10 @@ async def _seed(dsn: str) -> FlashSeed:
     return FlashSeed(new.api_key, new.client.id, hot[0], single[0], row[0])
 
 
-class _FlashStack:
-    """The phase's API, worker and mail sink, and wrk pointed at them."""
-
+class _FlashStack(PipelineStack):
     def __init__(self, stack: Stack, seed: FlashSeed) -> None:
-        self.stack = stack
+        super().__init__(stack, "flash")
         self.seed = seed
-        self.wrk = ensure_wrk()
-        self.scripts = stack.root / "lua"
-        self.scripts.mkdir(exist_ok=True)
-        self.sink, self.sink_url = _start_sink(stack)
-        self.api: Server = stack.server(
-            "api_flash", PRODUCTION_SERVER, "api.main:app", 1, PRODUCTION_POOL
-        )
-        self.worker: Child | None = None
-
-    def start_worker(self, env: dict[str, str] | None = None) -> None:
-        self.worker = start_worker(
-            self.stack, "worker_flash", {"SMTP_URL": self.sink_url, **(env or {})}
-        )
-
-    def stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
-
-    def pids(self) -> dict[str, int]:
-        pids = {
-            "api": self.api.pid,
-            "postgres": self.stack.postgres.pid or 0,
-            "redis": self.stack.redis.pid or 0,
-            "smtp_sink": self.sink.pid,
-        }
-        if self.worker is not None:
-            pids["worker"] = self.worker.pid
-        return pids
-
-    def cpu(self) -> dict[str, float]:
-        return {name: tree_cpu_seconds(pid) for name, pid in self.pids().items()}
-
-    def wrk_start(self, name: str, script: str, seconds: float, connections: int) -> WrkRun:
-        path = self.scripts / f"flash-{name}.lua"
-        path.write_text(script)
-        return load.start_wrk(
-            self.wrk, self.api.url, path, seconds=seconds, connections=connections
-        )
 
     def hot_reads(self) -> str:
         return load.cycling_ids(
@@ -166,76 +123,6 @@ class _FlashStack:
 
     def orders(self, tag: str, first: int, count: int) -> str:
         return load.one_line_orders(self.seed.api_key, tag, first, count)
-
-
-def _start_sink(stack: Stack) -> tuple[Child, str]:
-    """smtp-sink on a free port: accepts and drops every message (no -d: nothing on disk); -c
-    keeps a running count in its log. It starts as root only to drop to nobody (-u)."""
-    port = free_port()
-    sink = stack.child(
-        "smtp_sink", [ensure_smtp_sink(), "-c", "-u", "nobody", f"{LOOPBACK}:{port}", "1000"]
-    )
-    wait_for_port(port, sink)
-    return sink, f"smtp://{LOOPBACK}:{port}"
-
-
-def _sink_count(sink: Child) -> int | None:
-    counts = re.findall(r"mesg=(\d+)", sink.log_path.read_text(errors="replace"))
-    return int(counts[-1]) if counts else None
-
-
-async def _drain(dsn: str, client_id: int, after_id: int, limit_s: float) -> float:
-    """Waits until none of the client's orders after `after_id` is on its way; returns the time
-    (monotonic) it saw that, or raises TimeoutError."""
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        deadline = time.monotonic() + limit_s
-        while await bench_repo.unfinished_orders(conn, client_id, after_id):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"orders were still on their way after {limit_s:g}s")
-            await asyncio.sleep(0.25)
-        return time.monotonic()
-    finally:
-        await conn.close()
-
-
-async def _last_order_id(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.last_order_id(conn)
-    finally:
-        await conn.close()
-
-
-async def _order_times(dsn: str, client_id: int, after_id: int) -> list[OrderTimes]:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.order_times(conn, client_id, after_id)
-    finally:
-        await conn.close()
-
-
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.nan
-
-
-def _percentile(values: list[float], p: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def _wrk_figures(run: WrkRun) -> dict[str, Any]:
-    return {
-        "requests": run.requests,
-        "seconds": round(run.seconds, 3),
-        "rps": round(run.rps, 1),
-        "errors": run.errors,
-        "p50_ms": run.latency_ms(50),
-        "p99_ms": run.latency_ms(99),
-        "wrk_cpu_s": round(run.cpu_s, 2),
-    }
 
 
 def _series(
@@ -269,13 +156,13 @@ def _series(
 def _before(fs: _FlashStack, seconds: float) -> dict[str, Any]:
     hot = fs.wrk_start("before-hot", fs.hot_reads(), seconds, HOT_READ_CONNECTIONS)
     other = fs.wrk_start("before-other", fs.other_reads(), seconds, OTHER_READ_CONNECTIONS)
-    return {"hot_reads": _wrk_figures(hot.finish()), "other_reads": _wrk_figures(other.finish())}
+    return {"hot_reads": wrk_figures(hot.finish()), "other_reads": wrk_figures(other.finish())}
 
 
 def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
     stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
-    after_id = asyncio.run(_last_order_id(dsn))
+    after_id = asyncio.run(last_order_id(dsn))
     cpu_before = fs.cpu()
     start = time.time()
     seconds = options.flash_sale_s
@@ -290,20 +177,20 @@ def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
     runs = {"orders": orders.finish(), "hot_reads": hot.finish(), "other_reads": other.finish()}
     end = time.time()
     cpu_sale = fs.cpu()
-    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    asyncio.run(drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
     cpu_drained = fs.cpu()
     say(f"flash sale: every order emailed {time.time() - end:.1f} s after the sale ended")
-    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    times = asyncio.run(order_times(dsn, seed.client_id, after_id))
     emailed = [o.emailed for o in times if o.emailed is not None]
     confirmed = [o.confirmed for o in times if o.confirmed is not None]
     last_email = max(emailed, default=math.nan)
     sale_s = runs["orders"].seconds
-    accepted_per_s = _rate(len(times), sale_s)
-    emailed_per_s = _rate(len(emailed), last_email - start)
+    accepted_per_s = per_second(len(times), sale_s)
+    emailed_per_s = per_second(len(emailed), last_email - start)
     wrk_cpu = {name: round(run.cpu_s, 2) for name, run in runs.items()}
     to_email = [(o.emailed - o.created) * 1000 for o in times if o.emailed is not None]
     figures: dict[str, Any] = {
-        **{name: _wrk_figures(run) for name, run in runs.items()},
+        **{name: wrk_figures(run) for name, run in runs.items()},
         "seconds": round(sale_s, 2),
         "accepted": len(times),
         "confirmed": len(confirmed),
@@ -313,7 +200,7 @@ def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
         "emailed_per_s": round(emailed_per_s, 1),
         "last_email_after_end_s": round(last_email - end, 2),
         # From the order's created_at (its first statement) to its confirmation_sent_at.
-        "accepted_to_emailed_ms": {f"p{p}": round(_percentile(to_email, p), 1) for p in (50, 99)},
+        "accepted_to_emailed_ms": {f"p{p}": round(percentile(to_email, p), 1) for p in (50, 99)},
         "cpu_s_during_sale": {
             **{k: round(cpu_sale[k] - cpu_before[k], 2) for k in cpu_before},
             **{f"wrk_{k}": v for k, v in wrk_cpu.items()},
@@ -322,7 +209,7 @@ def _sale(fs: _FlashStack, options: Options) -> dict[str, Any]:
             **{k: round(cpu_drained[k] - cpu_before[k], 2) for k in cpu_before},
             **{f"wrk_{k}": v for k, v in wrk_cpu.items()},
         },
-        "sink_messages": _sink_count(fs.sink),
+        "sink_messages": sink_count(fs.sink),
         "series": _series(
             times,
             start,
@@ -342,7 +229,7 @@ def _single_product(fs: _FlashStack, options: Options, batch_size: int | None) -
     stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
     fs.stop_worker()
-    after_id = asyncio.run(_last_order_id(dsn))
+    after_id = asyncio.run(last_order_id(dsn))
     run = fs.wrk_start(
         "single-orders",
         fs.orders(f"single-{batch_size}", seed.single, 1),
@@ -351,16 +238,18 @@ def _single_product(fs: _FlashStack, options: Options, batch_size: int | None) -
     ).finish()
     start = time.time()
     fs.start_worker({} if batch_size is None else {"JOB_BATCH_SIZE": str(batch_size)})
-    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
-    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    asyncio.run(drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    times = asyncio.run(order_times(dsn, seed.client_id, after_id))
     confirmed = [o.confirmed for o in times if o.confirmed is not None]
     fs.stop_worker()
     return {
-        "orders": _wrk_figures(run),
+        "orders": wrk_figures(run),
         "job_batch_size": batch_size,
         "accepted": len(times),
         "confirmed": len(confirmed),
-        "confirmed_per_s": round(_rate(len(confirmed), max(confirmed, default=start) - start), 1),
+        "confirmed_per_s": round(
+            per_second(len(confirmed), max(confirmed, default=start) - start), 1
+        ),
     }
 
 
@@ -368,7 +257,7 @@ def _open_loop(fs: _FlashStack, rate: float, seconds: float) -> dict[str, Any]:
     """Orders at a fixed rate; the time from each POST to its order's confirmation_sent_at."""
     stack, seed = fs.stack, fs.seed
     dsn = stack.postgres.url
-    after_id = asyncio.run(_last_order_id(dsn))
+    after_id = asyncio.run(last_order_id(dsn))
     counts: dict[str, int] = {}
     sent_at: dict[int, float] = {}
 
@@ -379,8 +268,8 @@ def _open_loop(fs: _FlashStack, rate: float, seconds: float) -> dict[str, Any]:
         }
 
     asyncio.run(feed_orders(fs.api.url, seed.api_key, rate, seconds, body, counts, sent_at))
-    asyncio.run(_drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
-    times = asyncio.run(_order_times(dsn, seed.client_id, after_id))
+    asyncio.run(drain(dsn, seed.client_id, after_id, DRAIN_LIMIT_S))
+    times = asyncio.run(order_times(dsn, seed.client_id, after_id))
     latencies = [
         (o.emailed - sent_at[o.id]) * 1000
         for o in times
@@ -391,8 +280,8 @@ def _open_loop(fs: _FlashStack, rate: float, seconds: float) -> dict[str, Any]:
         "seconds": seconds,
         **counts,
         "emailed": len(latencies),
-        "p50_ms": round(_percentile(latencies, 50), 1),
-        "p99_ms": round(_percentile(latencies, 99), 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
         "max_ms": round(max(latencies, default=math.nan), 1),
     }
 
@@ -406,7 +295,7 @@ def _post_alone(fs: _FlashStack, seconds: float, connections: int) -> dict[str, 
     ).finish()
     cpu_after = fs.cpu()
     return {
-        **_wrk_figures(run),
+        **wrk_figures(run),
         "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before},
     }
 

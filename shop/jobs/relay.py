@@ -112,34 +112,49 @@ def _single(row: PendingJob) -> QueuedJob:
     return QueuedJob(row.job_id, row.function, tuple(row.args), kwargs, (row,))
 
 
+def _batch_argument(row: PendingJob) -> object | None:
+    """What the row adds to a batch job's list: an order job's order id, a webhook try's
+    [delivery id, try]; None for a row that is not batched."""
+    if row.function == JobName.DELIVER_WEBHOOK.value:
+        if len(row.args) == 2 and all(isinstance(arg, int) for arg in row.args):
+            return list(row.args)
+        return None
+    if row.function in _ORDER_JOBS and len(row.args) == 1 and isinstance(row.args[0], int):
+        return row.args[0]
+    return None
+
+
+_ORDER_JOBS = frozenset({JobName.RESERVE_INVENTORY.value, JobName.SEND_CONFIRMATION.value})
+
+
 def batch_jobs(rows: list[PendingJob], batch_size: int) -> list[QueuedJob]:
-    """The jobs that carry `rows`: those of one order-taking function in groups of at most
-    `batch_size`, in row order, each called with its orders' ids (and their request ids); a
-    group of one, or a row of any other kind, as the row's own job."""
-    batchable = {name.value for name in JobName}
-    groups: dict[str, list[PendingJob]] = {}
+    """The jobs that carry `rows`: those of one function in groups of at most `batch_size`, in
+    row order, each called with the list of its rows' orders (or webhook tries) and their
+    request ids; a group of one, or a row of any other kind, as the row's own job."""
+    groups: dict[str, list[tuple[PendingJob, object]]] = {}
     jobs: list[QueuedJob] = []
     for row in rows:
-        if row.function in batchable and len(row.args) == 1 and isinstance(row.args[0], int):
-            groups.setdefault(row.function, []).append(row)
-        else:
+        argument = _batch_argument(row)
+        if argument is None:
             jobs.append(_single(row))
+        else:
+            groups.setdefault(row.function, []).append((row, argument))
     for function, group in groups.items():
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
             if len(chunk) == 1:
-                jobs.append(_single(chunk[0]))
+                jobs.append(_single(chunk[0][0]))
                 continue
             kwargs: dict[str, Any] = {}
-            if any(row.request_id is not None for row in chunk):
-                kwargs["request_ids"] = [row.request_id for row in chunk]
+            if any(row.request_id is not None for row, _ in chunk):
+                kwargs["request_ids"] = [row.request_id for row, _ in chunk]
             jobs.append(
                 QueuedJob(
-                    batch_job_id(function, [row.id for row in chunk]),
+                    batch_job_id(function, [row.id for row, _ in chunk]),
                     function,
-                    ([row.args[0] for row in chunk],),
+                    ([argument for _, argument in chunk],),
                     kwargs,
-                    tuple(chunk),
+                    tuple(row for row, _ in chunk),
                 )
             )
     return jobs

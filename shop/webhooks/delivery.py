@@ -1,17 +1,24 @@
-"""Delivering an event to an endpoint: one signed POST per try, each try recorded.
+"""Delivering events to endpoints: one signed POST per try, each try recorded.
 
-A delivery's tries run as jobs `deliver_webhook:<delivery id>:<try>`: the first is written to the
-outbox with the event, each later one is queued by the try before it, deferred by exponential
-backoff with jitter, until a 2xx answer or WEBHOOK_MAX_AGE_S after the event (then the delivery
-is dead). The count of tries in Postgres says which try is due, so a job that runs twice (ARQ
-delivers at least once) records nothing the second time, and a try whose job Redis lost is queued
-again by the worker's sweep (`overdue`). A receiver is sent the same body and `webhook-id` on
-every try.
+A delivery's first try is an outbox row written with the event; the relay hands such rows to
+the queue as batch jobs, as it does orders (`deliver_webhook` with a list of (delivery, try)
+pairs), and a job with several tries loads them in one query and sends them concurrently, each
+endpoint's in turn. A failed try queues the next one as a job of its own
+(`deliver_webhook:<delivery id>:<try>`), deferred by exponential backoff with jitter, until a
+2xx answer or WEBHOOK_MAX_AGE_S after the event (then the delivery is dead). The count of tries
+in Postgres says which try is due, so a job that runs twice (ARQ delivers at least once)
+records nothing the second time, and a try whose job Redis lost is queued again by the worker's
+sweep (`overdue`). A receiver is sent the same body and `webhook-id` on every try.
 
-A worker process sends at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT requests to one endpoint and
-WEBHOOK_MAX_IN_FLIGHT in all at a time. A try over either cap does not wait (it would hold one of
-the worker's job slots while it did): it ends at once and runs again a little later, so a
-receiver that hangs holds only its share of the slots, and orders keep the rest.
+A worker process runs at most WEBHOOK_MAX_IN_FLIGHT webhook jobs at a time, each holding one of
+its job slots: a job over that cap does not wait (it would hold a slot while it did) but ends at
+once and runs again shortly, so orders always keep the other slots. Within them, requests wait
+their turn: at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT to one endpoint and WEBHOOK_MAX_IN_FLIGHT
+in all are in flight. When a try of a job gets no answer (a timeout, a refused connection), the
+job sends its endpoint nothing more: the endpoint's other tries in it are recorded as failed
+without a request (`not sent: ...`) and retried with the same backoff, so that a receiver that
+is down or hangs costs one request per job rather than one per event. A job starts no request
+that could outlast its own time bound; tries it leaves are queued again as jobs of their own.
 """
 
 import asyncio
@@ -19,15 +26,14 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 
 from kit.db import connection
@@ -35,7 +41,7 @@ from kit.settings import Settings
 from shop.jobs import dead_job_repository as dead_jobs_repo
 from shop.jobs.names import JobName
 from shop.models import WebhookDeliveryStatus
-from shop.webhooks import addresses, signing
+from shop.webhooks import addresses, signing, transport
 from shop.webhooks import repository as webhooks_repo
 from shop.webhooks.repository import AttemptRecord, DeliveryWork, DueDelivery
 from shop.webhooks.service import render_event
@@ -45,6 +51,7 @@ log = structlog.get_logger(__name__)
 # How much of an answer's body is kept in the delivery log.
 KEPT_ANSWER_BYTES = 4 * 1024
 _MAX_ERROR_CHARS = 500
+_USER_AGENT = "orders-webhooks/1"
 
 
 def job_id(delivery_id: int, attempt: int) -> str:
@@ -61,10 +68,9 @@ def retry_delay_s(settings: Settings, attempt: int) -> float:
     return random.uniform(ceiling / 4, ceiling)
 
 
-def busy_delay_s(settings: Settings) -> float:
-    """How long a try that found its endpoint's slots taken waits: within one request's time,
-    a slot is free again."""
-    return random.uniform(0.25, 1.0) * settings.webhook_timeout_s
+def busy_delay_s() -> float:
+    """How long a job that found the worker's webhook slots taken waits before it runs again."""
+    return random.uniform(0.2, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,41 +91,47 @@ class WebhookSender:
     def __init__(self, settings: Settings, verify: ssl.SSLContext | bool = True) -> None:
         """`verify`: how servers' certificates are checked (the system's CAs by default)."""
         self._settings = settings
-        self._client = httpx.AsyncClient(
-            verify=verify,
-            follow_redirects=False,
-            # Never a proxy from the environment: the request goes to the address checked.
-            trust_env=False,
-            timeout=httpx.Timeout(
-                settings.webhook_timeout_s, connect=settings.webhook_connect_timeout_s
-            ),
-            # A connection per request: requests go to checked addresses with the endpoint's
-            # host name as TLS server name, and a kept connection is pooled by address alone,
-            # so it could carry another endpoint's request on the same address.
-            limits=httpx.Limits(max_keepalive_connections=0),
-            headers={"user-agent": "orders-webhooks/1"},
-        )
-        self._per_endpoint: Counter[int] = Counter()
-        self._in_flight = 0
+        if isinstance(verify, ssl.SSLContext):
+            self._tls = verify
+        else:
+            self._tls = ssl.create_default_context()
+            if not verify:
+                self._tls.check_hostname = False
+                self._tls.verify_mode = ssl.CERT_NONE
+        self._jobs = 0
+        self._requests = asyncio.Semaphore(settings.webhook_max_in_flight)
+        self._per_endpoint: dict[int, asyncio.Semaphore] = {}
+        self._waiting: Counter[int] = Counter()
 
     @contextmanager
-    def slot(self, endpoint_id: int) -> Iterator[bool]:
-        """Whether a request to the endpoint may start now; held until the block ends."""
-        settings = self._settings
-        if (
-            self._in_flight >= settings.webhook_max_in_flight
-            or self._per_endpoint[endpoint_id] >= settings.webhook_max_in_flight_per_endpoint
-        ):
+    def job_slot(self) -> Iterator[bool]:
+        """Whether a webhook job may run now (fewer than WEBHOOK_MAX_IN_FLIGHT do); held until
+        the block ends."""
+        if self._jobs >= self._settings.webhook_max_in_flight:
             yield False
             return
-        self._in_flight += 1
-        self._per_endpoint[endpoint_id] += 1
+        self._jobs += 1
         try:
             yield True
         finally:
-            self._in_flight -= 1
-            self._per_endpoint[endpoint_id] -= 1
-            if not self._per_endpoint[endpoint_id]:
+            self._jobs -= 1
+
+    @asynccontextmanager
+    async def request_slot(self, endpoint_id: int) -> AsyncIterator[None]:
+        """Waits until a request to the endpoint may start, within both caps; held until the
+        block ends."""
+        endpoint = self._per_endpoint.get(endpoint_id)
+        if endpoint is None:
+            endpoint = asyncio.Semaphore(self._settings.webhook_max_in_flight_per_endpoint)
+            self._per_endpoint[endpoint_id] = endpoint
+        self._waiting[endpoint_id] += 1
+        try:
+            async with endpoint, self._requests:
+                yield
+        finally:
+            self._waiting[endpoint_id] -= 1
+            if not self._waiting[endpoint_id]:
+                del self._waiting[endpoint_id]
                 del self._per_endpoint[endpoint_id]
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
@@ -146,7 +158,7 @@ class WebhookSender:
                 for n, address in enumerate(target.addresses, 1):
                     try:
                         status_code, kept = await self._send(target, address, headers, body)
-                    except httpx.ConnectError:
+                    except transport.ConnectFailed:
                         if n == len(target.addresses):
                             raise
                         continue
@@ -154,34 +166,37 @@ class WebhookSender:
                 raise AssertionError("resolve() returns at least one address")
         except addresses.DisallowedUrl as exc:
             return answer(None, f"not sent: {exc}", None)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             return answer(None, f"no answer within {timeout_s:g} s", None)
-        except httpx.HTTPError as exc:
+        except (transport.ConnectFailed, transport.ProtocolFailed) as exc:
             return answer(None, f"{type(exc).__name__}: {exc}", None)
+        except OSError as exc:
+            return answer(None, f"ConnectionLost: {type(exc).__name__}: {exc}", None)
 
     async def _send(
         self, target: addresses.Target, address: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
         """The status code and the first KEPT_ANSWER_BYTES of the answer, from `address`,
         with the URL's host as the Host header and as the TLS server name (SNI, certificate)."""
-        host = f"[{address}]" if ":" in address else address
-        pinned = target.url._replace(netloc=f"{host}:{target.port}").geturl()
-        async with self._client.stream(
-            "POST",
-            pinned,
-            content=body,
-            headers={**headers, "host": target.url.netloc},
-            extensions={"sni_hostname": target.host},
-        ) as response:
-            kept = b""
-            async for chunk in response.aiter_bytes():
-                kept += chunk
-                if len(kept) >= KEPT_ANSWER_BYTES:
-                    break
-            return response.status_code, kept[:KEPT_ANSWER_BYTES]
+        path = target.url.path or "/"
+        return await transport.post(
+            transport.Endpoint(
+                address=address,
+                port=target.port,
+                host=target.host,
+                host_header=target.url.netloc,
+                target=f"{path}?{target.url.query}" if target.url.query else path,
+                tls=target.url.scheme == "https",
+            ),
+            {"user-agent": _USER_AGENT, **headers},
+            body,
+            tls=self._tls,
+            connect_timeout_s=self._settings.webhook_connect_timeout_s,
+            keep_bytes=KEPT_ANSWER_BYTES,
+        )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Nothing is kept open between requests; here for the worker's shutdown all the same."""
 
 
 class Outcome(StrEnum):
@@ -189,7 +204,7 @@ class Outcome(StrEnum):
     # Not delivered; the next try is queued for `next_attempt_at`.
     RETRYING = "retrying"
     DEAD = "dead"
-    # The endpoint's slots were all taken: the same try runs again shortly.
+    # The worker ran as many webhook jobs as it may: the same job runs again shortly.
     BUSY = "busy"
     # Nothing to do: the try was recorded already, or the delivery is finished or gone.
     SKIPPED = "skipped"
@@ -202,25 +217,20 @@ class Result:
     next_attempt_at: datetime | None = None
 
 
-async def _finish(
-    pool: asyncpg.Pool,
-    settings: Settings,
-    work: DeliveryWork,
-    *,
-    status: WebhookDeliveryStatus,
-    next_attempt_at: datetime | None,
-    attempt: AttemptRecord | None,
-    disable_reason: str | None = None,
-) -> bool:
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        return await webhooks_repo.record_attempt(
-            conn,
-            work,
-            status=status,
-            next_attempt_at=next_attempt_at,
-            attempt=attempt,
-            disable_reason=disable_reason,
-        )
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a job's tries came to: each delivery's result, and the tries the job left unmade
+    because its time ran out (to be queued again)."""
+
+    results: dict[int, Result]
+    left: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    work: DeliveryWork
+    attempted_at: datetime
+    answer: Answer
 
 
 async def deliver(
@@ -231,41 +241,123 @@ async def deliver(
     attempt: int,
 ) -> Result:
     """Makes try `attempt` (0 the first) of the delivery, unless it is not the one due."""
+    batch = await deliver_many(pool, settings, sender, [(delivery_id, attempt)])
+    return batch.results[delivery_id]
+
+
+async def deliver_many(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    sender: WebhookSender,
+    tries: Sequence[tuple[int, int]],
+    deadline: float | None = None,
+) -> Batch:
+    """Makes each (delivery, try) that is the one due; starts no request after `deadline`
+    (time.monotonic()) minus a request's timeout."""
+    wanted = dict(tries)
+    results = {delivery_id: Result(Outcome.SKIPPED) for delivery_id in wanted}
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        work = await webhooks_repo.get_delivery_work(conn, delivery_id)
-    if work is None or work.status is not WebhookDeliveryStatus.PENDING:
-        return Result(Outcome.SKIPPED)
-    if work.attempts != attempt:
-        return Result(Outcome.SKIPPED)
-    if work.url is None or work.disabled:
-        # Deleted or disabled since the event: finished without a request.
-        await _finish(
-            pool,
-            settings,
-            work,
-            status=WebhookDeliveryStatus.DEAD,
-            next_attempt_at=None,
-            attempt=None,
+        works = await webhooks_repo.get_delivery_works(conn, list(wanted))
+    made: list[_Made] = []
+    by_endpoint: dict[int, list[DeliveryWork]] = {}
+    for work in works:
+        if work.status is not WebhookDeliveryStatus.PENDING or work.attempts != wanted[work.id]:
+            continue
+        if work.url is None or work.disabled:
+            # Deleted or disabled since the event: finished without a request.
+            made.append(_Made(work, datetime.now(UTC), _NOT_SENT))
+            continue
+        by_endpoint.setdefault(work.endpoint_id, []).append(work)
+    left: list[tuple[int, int]] = []
+    sends = [
+        _send_to_endpoint(settings, sender, endpoint_works, deadline, made, left)
+        for endpoint_works in by_endpoint.values()
+    ]
+    await asyncio.gather(*sends)
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        for one in made:
+            results[one.work.id] = await _record(conn, settings, one)
+    return Batch(results, left)
+
+
+# What a try of a deleted or disabled endpoint's delivery comes to: finished, no request.
+_NOT_SENT = Answer(status_code=None, error=None, body=None, latency_ms=0)
+
+
+async def _send_to_endpoint(
+    settings: Settings,
+    sender: WebhookSender,
+    works: list[DeliveryWork],
+    deadline: float | None,
+    made: list[_Made],
+    left: list[tuple[int, int]],
+) -> None:
+    """Sends the endpoint its tries, up to its cap at a time, until one gets no answer; the
+    rest are then failed tries without a request."""
+    queue = list(reversed(works))
+    no_answer: str | None = None
+
+    async def sender_loop() -> None:
+        nonlocal no_answer
+        while queue:
+            work = queue.pop()
+            if no_answer is not None:
+                made.append(_Made(work, datetime.now(UTC), _skipped(no_answer)))
+                continue
+            if deadline is not None and time.monotonic() + settings.webhook_timeout_s > deadline:
+                left.append((work.id, work.attempts))
+                continue
+            async with sender.request_slot(work.endpoint_id):
+                if no_answer is not None:
+                    made.append(_Made(work, datetime.now(UTC), _skipped(no_answer)))
+                    continue
+                attempted_at = datetime.now(UTC)
+                answer = await _post(sender, work)
+            made.append(_Made(work, attempted_at, answer))
+            if answer.status_code is None and no_answer is None:
+                no_answer = answer.error
+
+    loops = min(len(works), settings.webhook_max_in_flight_per_endpoint)
+    await asyncio.gather(*(sender_loop() for _ in range(loops)))
+
+
+def _skipped(error: str | None) -> Answer:
+    return Answer(
+        status_code=None,
+        error=f"not sent: another try to this endpoint just failed ({error})",
+        body=None,
+        latency_ms=0,
+    )
+
+
+async def _post(sender: WebhookSender, work: DeliveryWork) -> Answer:
+    assert work.url is not None
+    body = render_event(
+        work.event_public_id, work.event_type, work.event_created_at, work.event_data
+    )
+    timestamp = int(time.time())
+    return await sender.post(
+        work.url, signing.headers(work.secrets, work.event_public_id, timestamp, body), body
+    )
+
+
+async def _record(conn: asyncpg.Connection, settings: Settings, made: _Made) -> Result:
+    """Records the try and what it means for the delivery: delivered, retried or dead."""
+    work, answer = made.work, made.answer
+    attempt = work.attempts
+    if answer is _NOT_SENT:
+        await webhooks_repo.record_attempt(
+            conn, work, status=WebhookDeliveryStatus.DEAD, next_attempt_at=None, attempt=None
         )
         return Result(Outcome.DEAD)
-    with sender.slot(work.endpoint_id) as free:
-        if not free:
-            return Result(Outcome.BUSY)
-        body = render_event(
-            work.event_public_id, work.event_type, work.event_created_at, work.event_data
-        )
-        timestamp = int(time.time())
-        attempted_at = datetime.now(UTC)
-        answer = await sender.post(
-            work.url, signing.headers(work.secrets, work.event_public_id, timestamp, body), body
-        )
     record = AttemptRecord(
-        attempted_at=attempted_at,
+        attempted_at=made.attempted_at,
         status_code=answer.status_code,
         latency_ms=answer.latency_ms,
         error=answer.error,
         response_body=answer.body,
     )
+    next_attempt_at: datetime | None
     if answer.delivered:
         status, next_attempt_at, outcome = WebhookDeliveryStatus.DELIVERED, None, Outcome.DELIVERED
     else:
@@ -278,9 +370,8 @@ async def deliver(
         else:
             status, outcome = WebhookDeliveryStatus.PENDING, Outcome.RETRYING
     failure = answer.error or f"answered HTTP {answer.status_code}"
-    recorded = await _finish(
-        pool,
-        settings,
+    recorded = await webhooks_repo.record_attempt(
+        conn,
         work,
         status=status,
         next_attempt_at=next_attempt_at,
@@ -295,6 +386,8 @@ async def deliver(
     log_fields: dict[str, Any] = {
         "endpoint_id": work.endpoint_id,
         "event_id": work.event_public_id,
+        "delivery_id": work.id,
+        "attempt": attempt,
         "status_code": answer.status_code,
         "latency_ms": answer.latency_ms,
     }

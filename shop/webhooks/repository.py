@@ -182,6 +182,19 @@ async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: int, client_id:
     return deleted is not None
 
 
+async def enable_endpoint(
+    conn: asyncpg.Connection, endpoint_id: int, client_id: int
+) -> Endpoint | None:
+    """Clears the endpoint's disabling; None when the client has no such endpoint."""
+    row = await conn.fetchrow(
+        "UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL"
+        f" WHERE id = $1 AND client_id = $2 RETURNING {_ENDPOINT_COLUMNS}",
+        endpoint_id,
+        client_id,
+    )
+    return None if row is None else Endpoint(**row)
+
+
 async def rotate_secret(
     conn: asyncpg.Connection, endpoint_id: int, client_id: int, secret: str, overlap_s: float
 ) -> datetime | None:
@@ -219,35 +232,40 @@ class DeliveryWork:
     now: datetime
 
 
-_DELIVERY_WORK = """
+_DELIVERY_WORKS = """
 SELECT d.id, d.status, d.attempts, d.endpoint_id, e.public_id, e.type, e.data, e.created_at,
        w.url, w.secret, w.disabled_at IS NOT NULL AS disabled, now() AS now,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous
 FROM webhook_deliveries AS d
 JOIN webhook_events AS e ON e.id = d.event_id
 LEFT JOIN webhook_endpoints AS w ON w.id = d.endpoint_id
-WHERE d.id = $1
+WHERE d.id = any($1::bigint[])
+ORDER BY d.id
 """
 
 
-async def get_delivery_work(conn: asyncpg.Connection, delivery_id: int) -> DeliveryWork | None:
-    row = await conn.fetchrow(_DELIVERY_WORK, delivery_id)
-    if row is None:
-        return None
-    return DeliveryWork(
-        id=row["id"],
-        status=WebhookDeliveryStatus(row["status"]),
-        attempts=row["attempts"],
-        endpoint_id=row["endpoint_id"],
-        event_public_id=row["public_id"],
-        event_type=row["type"],
-        event_data=row["data"],
-        event_created_at=row["created_at"],
-        url=row["url"],
-        secrets=[s for s in (row["secret"], row["previous"]) if s is not None],
-        disabled=bool(row["disabled"]),
-        now=row["now"],
-    )
+async def get_delivery_works(
+    conn: asyncpg.Connection, delivery_ids: Sequence[int]
+) -> list[DeliveryWork]:
+    """The deliveries that exist of `delivery_ids`, in id order (so in their events' order)."""
+    rows = await conn.fetch(_DELIVERY_WORKS, list(delivery_ids))
+    return [
+        DeliveryWork(
+            id=row["id"],
+            status=WebhookDeliveryStatus(row["status"]),
+            attempts=row["attempts"],
+            endpoint_id=row["endpoint_id"],
+            event_public_id=row["public_id"],
+            event_type=row["type"],
+            event_data=row["data"],
+            event_created_at=row["created_at"],
+            url=row["url"],
+            secrets=[s for s in (row["secret"], row["previous"]) if s is not None],
+            disabled=bool(row["disabled"]),
+            now=row["now"],
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,9 @@ class WebhookEvent(BaseModel):
 
 
 class WebhookAttemptPublic(BaseModel):
-    """One request made to the endpoint, and what came of it."""
+    """One try of a delivery to the endpoint: a request and what came of it, or a try failed
+    without a request (`error` "not sent: ..."), as when another try of the same job had just
+    got no answer from the endpoint."""
 
     delivery_id: int
     event_id: str

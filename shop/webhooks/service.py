@@ -117,6 +117,24 @@ async def delete_endpoint(
     log.info("webhook_endpoint_deleted", endpoint_id=endpoint_id)
 
 
+async def enable_endpoint(
+    pool: asyncpg.Pool, settings: Settings, client: Client, endpoint_id: int
+) -> WebhookEndpointPublic:
+    """Sends the endpoint events again after it was disabled. Its URL is checked as at
+    registration first; events written while it was disabled are not sent to it (GET /v1/events
+    has them)."""
+    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
+        endpoint = await webhooks_repo.get_endpoint(conn, endpoint_id, client.id)
+        if endpoint is None:
+            raise _not_found(endpoint_id)
+        await check_url(endpoint.url, settings)
+        enabled = await webhooks_repo.enable_endpoint(conn, endpoint_id, client.id)
+    if enabled is None:
+        raise _not_found(endpoint_id)
+    log.info("webhook_endpoint_enabled", endpoint_id=endpoint_id)
+    return _public(enabled)
+
+
 async def rotate_secret(
     pool: asyncpg.Pool, settings: Settings, client: Client, endpoint_id: int
 ) -> WebhookSecretRotated:

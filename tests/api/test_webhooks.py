@@ -126,10 +126,11 @@ async def test_another_clients_endpoints_are_not_found(
         await dev_api.get(path, headers=other),
         await dev_api.delete(path, headers=other),
         await dev_api.post(f"{path}/rotate-secret", headers=other),
+        await dev_api.post(f"{path}/enable", headers=other),
         await dev_api.get(f"{path}/deliveries", headers=other),
     ]
 
-    assert [answer.status_code for answer in answers] == [404, 404, 404, 404]
+    assert [answer.status_code for answer in answers] == [404] * 5
     assert all(a.headers["content-type"] == "application/problem+json" for a in answers)
     listed = await dev_api.get("/v1/webhook-endpoints", headers=other)
     assert listed.json()["data"] == []

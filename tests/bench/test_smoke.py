@@ -31,6 +31,7 @@ def test_smoke_run_starts_the_system_measures_every_scenario_and_writes_the_repo
         "## BackgroundTasks or a queue",
         "## The guide's claims, measured",
         "## Flash sale: orders and reads at once on the same products",
+        "## Webhooks: deliveries per worker, and their cost to the pipeline",
     ):
         assert heading in report
     # Every scenario ran and answered without errors (a broken endpoint shows up here).
@@ -38,6 +39,7 @@ def test_smoke_run_starts_the_system_measures_every_scenario_and_writes_the_repo
         assert f"(`{scenario}`)" in report
     assert "| 0 |" in report
     assert "The flash sale failed" not in report
+    assert "The webhooks phase failed" not in report
     charts = ("perf-api.png", "perf-claims.png", "perf-queue.png", "perf-memory.png")
     for chart in (*charts, "perf-flash-sale.png"):
         assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")

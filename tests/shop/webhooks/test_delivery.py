@@ -2,6 +2,7 @@
 (verified with the `standardwebhooks` package), retried with the same webhook-id until the
 receiver answers 2xx, capped per endpoint so that a hanging receiver does not hold up orders."""
 
+import asyncio
 import itertools
 import json
 import ssl
@@ -198,6 +199,72 @@ async def _no_pending(db: asyncpg.Pool) -> bool:
     return await pending_deliveries(db) == 0
 
 
+async def test_first_tries_go_to_the_queue_together_as_one_job(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=5)
+    async with running_receiver() as receiver, pipeline(settings) as runner:
+        endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+        orders = [await place(hook_api, client_key, product.id) for _ in range(3)]
+        deliveries = [r["id"] for r in await db.fetch("SELECT id FROM webhook_deliveries")]
+
+        assert await runner.relay.deliver_pending() == 6
+        queued = [
+            job.decode() for job in await runner.context.redis.zrange(settings.queue_name, 0, -1)
+        ]
+        worker = runner.worker()
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+
+    hooks = [job for job in queued if job.startswith("deliver_webhook:")]
+    assert len(hooks) == 1
+    assert "batch-" in hooks[0]
+    assert len(receiver.received) == 3
+    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert sorted(entry["delivery_id"] for entry in log) == sorted(deliveries)
+    assert {entry["delivery_status"] for entry in log} == {"delivered"}
+    received = {verified(endpoint["secret"], r)["data"]["id"] for r in receiver.received}
+    assert received == set(orders)
+
+
+async def test_a_job_sends_an_endpoint_nothing_more_once_a_try_gets_no_answer(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=10)
+    receiver = Receiver()  # not started: connections are refused
+    endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+    async with pipeline(settings) as runner:
+        for _ in range(6):
+            await place(hook_api, client_key, product.id)
+        tries = [(r["id"], 0) for r in await db.fetch("SELECT id FROM webhook_deliveries")]
+        context = runner.context
+        batch = await delivery.deliver_many(context.pool, context.settings, context.webhooks, tries)
+
+    assert {result.outcome for result in batch.results.values()} == {Outcome.RETRYING}
+    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert len(log) == 6
+    not_sent = [entry for entry in log if entry["error"].startswith("not sent: another try")]
+    refused = [entry for entry in log if entry not in not_sent]
+    # The per-endpoint cap (2) is how many requests could be under way when the first failed.
+    assert 1 <= len(refused) <= settings.webhook_max_in_flight_per_endpoint
+    assert len(not_sent) == 6 - len(refused)
+    assert all(entry["latency_ms"] == 0 for entry in not_sent)
+    # Every one of them is retried with the same backoff as a try that was sent.
+    assert all(entry["delivery_status"] == "pending" for entry in log)
+    assert all(entry["next_attempt_at"] > entry["attempted_at"] for entry in log)
+    assert await db.fetchval("SELECT min(attempts) FROM webhook_deliveries") == 1
+
+
 async def test_a_receiver_that_hangs_is_retried_while_orders_keep_being_confirmed(
     hook_api: httpx.AsyncClient,
     client_key: str,
@@ -332,7 +399,7 @@ async def test_the_address_is_checked_again_when_delivering(
     assert all("not sent" in entry["error"] for entry in log)
 
 
-async def test_a_delivery_failing_past_the_max_age_is_dead_and_disables_its_endpoint(
+async def test_a_delivery_failing_past_the_max_age_is_dead_and_disables_its_endpoint_until_enabled(
     hook_api: httpx.AsyncClient,
     client_key: str,
     make_product: MakeProduct,
@@ -352,17 +419,79 @@ async def test_a_delivery_failing_past_the_max_age_is_dead_and_disables_its_endp
         # Disabled: the next order's event goes nowhere.
         await place(hook_api, client_key, product.id)
         await runner.run_until_idle()
+        sent_while_disabled = len(receiver.received) - tries
+        log = await attempts(hook_api, client_key, endpoint["id"])
+        disabled = await hook_api.get(
+            f"/v1/webhook-endpoints/{endpoint['id']}", headers=bearer(client_key)
+        )
+
+        receiver.status = 200
+        enabled = await hook_api.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/enable", headers=bearer(client_key)
+        )
+        after = await place(hook_api, client_key, product.id)
+        await runner.run_until_idle()
 
     assert tries >= 2
-    assert len(receiver.received) == tries
-    log = await attempts(hook_api, client_key, endpoint["id"])
+    assert sent_while_disabled == 0
     assert len(log) == tries
     assert {entry["delivery_status"] for entry in log} == {"dead"}
     assert log[0]["next_attempt_at"] is None
-    got = await hook_api.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=bearer(client_key))
-    assert got.json()["disabled_at"] is not None
-    assert "answered HTTP 500" in got.json()["disabled_reason"]
+    assert disabled.json()["disabled_at"] is not None
+    assert "answered HTTP 500" in disabled.json()["disabled_reason"]
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["disabled_at"] is None
+    assert enabled.json()["disabled_reason"] is None
+    assert verified(endpoint["secret"], receiver.received[-1])["data"]["id"] == after
+    assert len(receiver.received) == tries + 1
     assert await pending_deliveries(db) == 0
+
+
+async def test_a_receiver_down_for_30_seconds_gets_every_event_after_it_returns(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=100)
+    receiver = Receiver()
+    endpoint = await register(hook_api, client_key, receiver.url)
+    # Retries as often as production's first few, at most 4 s apart.
+    async with (
+        pipeline(settings, webhook_retry_backoff_s=1.0, webhook_retry_backoff_cap_s=4.0) as runner,
+        running_worker(runner),
+    ):
+        down_since = time.monotonic()
+        orders = [await place(hook_api, client_key, product.id) for _ in range(5)]
+        await asyncio.sleep(15)
+        orders += [await place(hook_api, client_key, product.id) for _ in range(5)]
+        await asyncio.sleep(30 - (time.monotonic() - down_since))
+        refused_while_down = await _failed_attempts(db, at_least=20)
+        await receiver.start()
+        try:
+            await wait_for(lambda: _no_pending(db), timeout_s=30)
+        finally:
+            await receiver.stop()
+
+    events = await db.fetch(
+        "SELECT public_id, type FROM webhook_events WHERE order_id = any($1::bigint[])", orders
+    )
+    assert (
+        sorted(event["type"] for event in events)
+        == ["order.confirmed"] * 10 + ["order.created"] * 10
+    )
+    assert refused_while_down
+    assert set(receiver.ids()) == {event["public_id"] for event in events}
+    for request in receiver.received:
+        assert verified(endpoint["secret"], request)["id"] == request.headers["webhook-id"]
+    tried = await db.fetch(
+        "SELECT e.public_id, count(*) AS tries, bool_or(a.status_code = 200) AS delivered"
+        " FROM webhook_attempts AS a JOIN webhook_deliveries AS d ON d.id = a.delivery_id"
+        " JOIN webhook_events AS e ON e.id = d.event_id GROUP BY e.public_id"
+    )
+    assert len(tried) == 20
+    assert all(row["delivered"] and row["tries"] >= 2 for row in tried)
 
 
 async def test_redirects_are_not_followed_and_only_a_few_kib_of_an_answer_are_kept(
