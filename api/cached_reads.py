@@ -11,7 +11,8 @@ only when every step is already decided in memory, and hands everything else to 
   key goes to FastAPI, which looks it up and answers 401 itself);
 - the product is in the in-process catalogue tier (which keeps the read-after-write guarantee,
   shop/catalogue/cache.py);
-- the key is within its rate; FastAPI refuses it otherwise (a refused request does not count).
+- the key is within its rate (decided in memory, or by one Redis round trip with
+  RATE_LIMIT_SCOPE=cluster); FastAPI refuses it otherwise (a refused request does not count).
 
 The response is the one FastAPI's route sends, byte for byte (tests/api/test_cached_reads.py);
 the request id, X-Process-Time, the latency histogram and the slow-request log come from
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.middleware import add_response_headers
 from shop.catalogue import service as catalogue
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class CachedProductReads:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        payload = self._cached(scope) if scope["type"] == "http" else None
+        payload = await self._cached(scope) if scope["type"] == "http" else None
         if payload is None:
             await self.app(scope, receive, send)
             return
@@ -55,7 +57,7 @@ class CachedProductReads:
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    def _cached(scope: Scope) -> bytes | None:
+    async def _cached(scope: Scope) -> bytes | None:
         if scope["method"] != "GET":
             return None
         match = _PRODUCT_PATH.fullmatch(scope["path"])
@@ -69,8 +71,13 @@ class CachedProductReads:
         if client is None:
             return None
         payload = catalogue.local_product_json(state.cache, int(match[1]))
-        if payload is None or state.rate_limiter.acquire(client.id) > 0:
+        if payload is None:
             return None
+        decision = await state.rate_limiter.acquire(client.id)
+        if decision.wait_s > 0:
+            # Refused requests do not count: the route asks again and answers the 429.
+            return None
+        add_response_headers(scope, state.rate_limiter.gcra.headers(decision))
         state.cache.count_local_hit()
         return payload
 

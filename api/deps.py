@@ -10,7 +10,8 @@ from fastapi.security import HTTPBearer
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
-from api.rate_limit import RateLimiter
+from api.middleware import add_response_headers
+from api.rate_limit import Limiter
 from kit.errors import Forbidden, TooManyRequests, Unauthorized
 from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
@@ -28,7 +29,7 @@ class AppState:
     redis: Redis
     cache: ProductCache
     authenticator: Authenticator
-    rate_limiter: RateLimiter
+    rate_limiter: Limiter
     relay_waker: RelayWaker
 
 
@@ -51,7 +52,8 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 class ApiKeyBearer(HTTPBearer):
-    """The caller, authenticated and within its rate (RATE_LIMIT_PER_S per key and process).
+    """The caller, authenticated and within its rate (RATE_LIMIT_PER_S per key, across the API
+    processes or in each, RATE_LIMIT_SCOPE).
 
     The security scheme authenticates as well, rather than being a dependency of one that does:
     FastAPI's per-request cost grows with every dependency node, and this is on every v1
@@ -70,11 +72,12 @@ class ApiKeyBearer(HTTPBearer):
         )
         if client is None:
             raise Unauthorized("The API key is unknown or revoked.")
-        wait_s = state.rate_limiter.acquire(client.id)
-        if wait_s > 0:
+        decision = await state.rate_limiter.acquire(client.id)
+        add_response_headers(request.scope, state.rate_limiter.gcra.headers(decision))
+        if decision.wait_s > 0:
             raise TooManyRequests(
                 "This API key is over its request rate; retry after the Retry-After delay.",
-                retry_after_s=max(1, math.ceil(wait_s)),
+                retry_after_s=max(1, math.ceil(decision.wait_s)),
             )
         return client
 

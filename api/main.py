@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from api.cached_reads import CachedProductReads
 from api.deps import AppState
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
-from api.rate_limit import RateLimiter
+from api.rate_limit import ClusterRateLimiter, Limiter, RateLimiter
 from api.routes import events, health, metrics, orders, products, webhooks
 from console import routes as console_routes
 from console.deps import ConsoleState
@@ -41,6 +42,13 @@ async def _refresh_pool_gauges(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(_POOL_GAUGE_INTERVAL_S)
 
 
+def create_rate_limiter(settings: Settings, redis: Redis) -> Limiter:
+    in_process = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    if settings.rate_limit_scope == "process":
+        return in_process
+    return ClusterRateLimiter(redis, in_process, timeout_s=settings.rate_limit_redis_timeout_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -58,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             cache=cache,
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
-            rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+            rate_limiter=create_rate_limiter(settings, redis),
             relay_waker=RelayWaker(pool, settings.db_pool_acquire_timeout_s),
         )
         # Pool gauges are refreshed in the background too, not only when this process happens

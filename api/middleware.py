@@ -16,6 +16,14 @@ log = structlog.get_logger("api.requests")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _UNMATCHED = "<unmatched>"
+_EXTRA_HEADERS = "response_headers"
+
+
+def add_response_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+    """Headers for whatever response this request gets, a problem+json included (the rate
+    limit's fields): RequestContextMiddleware adds them as the response starts."""
+    if headers:
+        scope["state"].setdefault(_EXTRA_HEADERS, []).extend(headers)
 
 
 class RequestContextMiddleware:
@@ -49,6 +57,7 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-process-time", f"{elapsed:.4f}".encode()))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(scope["state"].get(_EXTRA_HEADERS, ()))
                 message["headers"] = headers
             await send(message)
 

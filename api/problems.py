@@ -39,7 +39,26 @@ COMMON_PROBLEMS: Responses = {
     401: _problem_doc("Missing or unknown API key"),
     413: _problem_doc("Request body too large"),
     422: _problem_doc("Invalid input; nothing was written"),
-    429: _problem_doc("Over the API key's rate limit; retry after the Retry-After delay"),
+    429: {
+        **_problem_doc("Over the API key's rate limit; retry after the Retry-After delay"),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the next request fits",
+                "schema": {"type": "integer"},
+            },
+            "RateLimit-Policy": {
+                "description": 'The limit, e.g. `"default";q=20000;w=2`: a burst of q requests'
+                " that refills in w seconds (draft-ietf-httpapi-ratelimit-headers); also sent"
+                " on responses with less than a tenth of the burst left",
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": 'What is left, e.g. `"default";r=0;t=2`: r requests at once, the'
+                " whole burst again in t seconds",
+                "schema": {"type": "string"},
+            },
+        },
+    },
     503: _problem_doc("A dependency is unavailable; retry after the Retry-After delay"),
 }
 NOT_FOUND: Responses = {404: _problem_doc("No such resource (or not yours)")}

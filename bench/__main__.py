@@ -52,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         " and print"
         " their medians instead of writing the report",
     )
+    parser.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=180.0,
+        help="length of the retention soak (--only retention; %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -72,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         webhook_pipeline_s=2.0 if smoke else 10.0,
         capacity_s=2.0 if smoke else 15.0,
         only=frozenset(name for name in args.only.split(",") if name),
+        retention_s=args.retention_seconds,
     )
     from bench.report import print_medians, write_report
 

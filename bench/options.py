@@ -29,6 +29,8 @@ class Options:
     # Scenario names to run, plus "queues", "soak", "flash_sale", "webhooks" and "capacity" for
     # those phases; empty: everything.
     only: frozenset[str] = frozenset()
+    # The retention soak's length; it runs only when named in `only` ("retention").
+    retention_s: float = 180.0
 
     def wants(self, name: str) -> bool:
         return not self.only or name in self.only

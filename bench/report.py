@@ -130,6 +130,11 @@ def print_medians(results: Results) -> None:
     if "e2e_1w" in results.jobs and "noop_1w" in results.jobs:
         ratio = median(results.jobs["e2e_1w"]) / median(results.jobs["noop_1w"])
         print(f"{'e2e_1w / noop_1w':28s} {ratio:9.2f}", flush=True)
+    if results.retention:
+        print(
+            json.dumps({k: v for k, v in results.retention.items() if k != "samples"}),
+            flush=True,
+        )
     if results.memory:
         print(json.dumps({k: v for k, v in results.memory.items() if k != "samples"}), flush=True)
         for s in results.memory["samples"]:
@@ -263,6 +268,23 @@ def write_report(
         ),
         "",
         *_scaling_text(f),
+        "",
+        "## Rate limit scope",
+        "",
+        *_http_table(
+            f,
+            [
+                (n, titles[n])
+                for n in ("product_hit_process_limit", "product_hit_cluster_limit")
+                if n in titles
+            ],
+            ratio_to="product_hit_process_limit",
+        ),
+        "",
+        "The cached read under one limit per key across API processes (Redis, one script call "
+        "shared by the requests asking together) beside the default per-process limit: "
+        f"{_fmt(f.ratio('product_hit_cluster_limit', 'product_hit_process_limit'), 2)}x its "
+        "rate ([0035](decisions/0035-cluster-rate-limit.md)).",
         "",
     ]
     lines += _queue_section(f, results, charts)

@@ -167,3 +167,23 @@ async def database_counters(conn: asyncpg.Connection) -> DatabaseCounters:
     )
     assert row is not None
     return DatabaseCounters(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSize:
+    rows: int
+    pending: int
+    # The table with its indexes, and the rows vacuum has still to reclaim.
+    total_bytes: int
+    dead_rows: int
+
+
+async def outbox_size(conn: asyncpg.Connection) -> OutboxSize:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM outbox) AS rows,"
+        " (SELECT count(*) FROM outbox WHERE delivered_at IS NULL) AS pending,"
+        " pg_total_relation_size('outbox') AS total_bytes,"
+        " (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox') AS dead_rows"
+    )
+    assert row is not None
+    return OutboxSize(**row)

@@ -18,6 +18,7 @@ class Results:
     flash_sale: dict[str, Any] = field(default_factory=dict)
     webhooks: dict[str, Any] = field(default_factory=dict)
     capacity: dict[str, Any] = field(default_factory=dict)
+    retention: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
 
@@ -33,5 +34,6 @@ class Results:
             "flash_sale": self.flash_sale,
             "webhooks": self.webhooks,
             "capacity": self.capacity,
+            "retention": self.retention,
             "notes": self.notes,
         }

@@ -10,7 +10,7 @@ reported as such; the figures of the others are still worth having.
 import asyncio
 
 from bench.options import Options
-from bench.phases import capacity, flash_sale, http, queues, soak, webhooks
+from bench.phases import capacity, flash_sale, http, queues, retention, soak, webhooks
 from bench.phases.common import say
 from bench.results import Results
 from bench.scenarios import all_scenarios
@@ -69,6 +69,15 @@ def run(stack: Stack, options: Options) -> Results:
         except Exception as exc:
             results.notes.append(
                 f"The capacity phase failed: {exc!r} (see the run directory's logs)."
+            )
+            say(results.notes[-1])
+    if "retention" in options.only:
+        say("retention: one API process, one worker purging the outbox")
+        try:
+            retention.run(stack, data, options, results)
+        except Exception as exc:
+            results.notes.append(
+                f"The retention soak failed: {exc!r} (see the run directory's logs)."
             )
             say(results.notes[-1])
     return results

@@ -141,3 +141,8 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
         raise ServiceUnavailable("The database is busy; retry shortly.") from exc
     finally:
         await pool.release(conn)
+
+
+async def set_local_lock_timeout(conn: asyncpg.Connection, timeout_ms: int) -> None:
+    """Bounds how long the current transaction's statements wait for a lock (until it ends)."""
+    await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{timeout_ms}ms")

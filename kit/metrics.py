@@ -59,6 +59,11 @@ JOB_DURATION = Histogram(
     ["function", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+RATE_LIMIT_FALLBACKS = Counter(
+    "orders_rate_limit_fallbacks_total",
+    "Times the cluster rate limit could not reach Redis and each process limited alone for a"
+    " second.",
+)
 
 
 def record_pool(pool: asyncpg.Pool, role: str) -> None:

@@ -113,6 +113,25 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # Bounded tables and the cluster-wide rate limit (issue 13; docs/operations.md#retention).
+    # Delivered outbox rows are kept this long, so that `ordersctl order ID` shows an order's
+    # jobs; rows of orders whose work is not done are kept whatever their age (the relay hands
+    # them over again from there).
+    outbox_retention_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # Dead jobs an operator has retried are kept this long after the retry; dead jobs nobody
+    # retried are kept until someone does (a warning counts those older than this).
+    dead_job_retention_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Rows each purge statement deletes, each batch its own short transaction.
+    purge_batch_size: int = Field(default=1_000, ge=1)
+    # A purge batch waits no longer than this for a table lock; it stops until the next run.
+    purge_lock_timeout_ms: int = Field(default=100, gt=0)
+    # `cluster`: one limit per API key across every API process, kept in Redis (GCRA in one Lua
+    # script, one round trip a request); `process`: each API process limits a key alone, in
+    # memory. While Redis does not answer within RATE_LIMIT_REDIS_TIMEOUT_S the cluster limit
+    # falls back to the process one (docs/decisions/0035-cluster-rate-limit.md).
+    rate_limit_scope: Literal["cluster", "process"] = "process"
+    rate_limit_redis_timeout_s: float = Field(default=0.05, gt=0)
+
     # The operator console (console/, docs/console.md). Off: /console is not routed at all.
     console_enabled: bool = True
     # A console session ends this long after sign-in; signing in again starts a new one.

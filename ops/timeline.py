@@ -2,7 +2,7 @@
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from redis.asyncio import Redis
@@ -14,7 +14,10 @@ from ops.queue import JobInfo
 from ops.redaction import redact_text
 from shop.jobs import dead_job_repository as dead_jobs_repo
 from shop.jobs import outbox_repository as outbox_repo
+from shop.jobs.dead_job_repository import DeadJob
+from shop.jobs.outbox_repository import OutboxEntry
 from shop.orders import repository as orders_repo
+from shop.orders.schemas import OrderPublic
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ async def order_timeline(
             events.append(
                 TimelineEvent(job.finished_at, f"job {job.status}", f"{job.job_id}: {outcome}")
             )
+    events.extend(_purged(order, outbox, deaths, settings))
     events.sort(key=lambda event: event.at)
     return OrderTimeline(
         order_id=order.id,
@@ -99,3 +103,26 @@ async def order_timeline(
         events=events,
         jobs=jobs,
     )
+
+
+def _purged(
+    order: OrderPublic,
+    outbox: list[OutboxEntry],
+    deaths: list[DeadJob],
+    settings: Settings,
+) -> list[TimelineEvent]:
+    """What retention took from this order's history, said rather than left out: an order past
+    OUTBOX_RETENTION_S has no outbox rows left, its retried dead jobs go after
+    DEAD_JOB_RETENTION_S, and ARQ forgets results after a day."""
+    if outbox:
+        return []
+    due_at = order.created_at + timedelta(seconds=settings.outbox_retention_s)
+    if datetime.now(UTC) < due_at:
+        return []
+    detail = (
+        f"its outbox rows were purged (OUTBOX_RETENTION_S = {settings.outbox_retention_s} s)"
+        f"; retried dead jobs go after DEAD_JOB_RETENTION_S = {settings.dead_job_retention_s} s"
+    )
+    if deaths:
+        detail += f"; {len(deaths)} dead job(s) still recorded"
+    return [TimelineEvent(due_at, "history purged", detail)]

@@ -149,6 +149,14 @@ class OutboxEntry(Base):
             "id",
             postgresql_where=text("delivered_at IS NULL"),
         ),
+        # The purge's range scan (docs/decisions/0034-bounded-tables.md). Partial, so that an
+        # insert does not write it; a claim rewrites every index of its row anyway (the update
+        # of delivered_at is not HOT), this one included.
+        Index(
+            "ix_outbox_delivered_at",
+            "delivered_at",
+            postgresql_where=text("delivered_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -7,6 +7,8 @@ import structlog
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
 from arq.connections import create_pool as create_arq_pool
+from arq.cron import CronJob
+from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -25,11 +27,16 @@ from shop.jobs.names import JobName
 from shop.jobs.relay import OutboxRelay
 from shop.webhooks.delivery import WebhookSender
 from worker.context import WorkerContext
-from worker.cron import purge_idempotency_keys
+from worker.cron import (
+    purge_dead_jobs,
+    purge_idempotency_keys,
+    purge_outbox,
+    purge_webhook_events,
+)
 from worker.monitor import WorkerMonitor, observed
 from worker.tasks import ARQ_MAX_TRIES, arq_timeout_s, reserve_inventory, send_confirmation
 from worker.webhooks import arq_timeout_s as webhook_arq_timeout_s
-from worker.webhooks import deliver_webhook, purge_webhook_events, queue_overdue_webhooks
+from worker.webhooks import deliver_webhook, queue_overdue_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +135,21 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await worker.pool.close()
 
 
+def _periodic(
+    job: WorkerCoroutine, *, minute: set[int] | None = None, second: set[int] | int = 0
+) -> CronJob:
+    """A cron job that one worker runs each time (`unique`), once, within the jobs' timeout."""
+    return cron(
+        job,
+        name=job.__qualname__,
+        minute=minute,
+        second=second,
+        timeout=arq_timeout_s(_settings),
+        max_tries=1,
+        unique=True,
+    )
+
+
 class WorkerSettings:
     """ARQ reads these attributes; `arq worker.Settings` runs a worker with them."""
 
@@ -155,32 +177,13 @@ class WorkerSettings:
         ),
     ]
     cron_jobs = [
-        cron(
-            purge_idempotency_keys,
-            name="purge_idempotency_keys",
-            minute={7, 22, 37, 52},
-            second=0,
-            timeout=arq_timeout_s(_settings),
-            max_tries=1,
-            unique=True,
-        ),
-        cron(
-            purge_webhook_events,
-            name="purge_webhook_events",
-            minute={12, 42},
-            second=0,
-            timeout=arq_timeout_s(_settings),
-            max_tries=1,
-            unique=True,
-        ),
-        cron(
-            queue_overdue_webhooks,
-            name="queue_overdue_webhooks",
-            second={15},
-            timeout=arq_timeout_s(_settings),
-            max_tries=1,
-            unique=True,
-        ),
+        _periodic(purge_idempotency_keys, minute={7, 22, 37, 52}),
+        _periodic(purge_webhook_events, minute={12, 42}),
+        # The outbox grows fastest (two rows an order): every minute, so that a run's budget
+        # covers a minute of orders (docs/decisions/0034-bounded-tables.md).
+        _periodic(purge_outbox, second={30}),
+        _periodic(purge_dead_jobs, minute={27}),
+        _periodic(queue_overdue_webhooks, second={15}),
     ]
     queue_name = _settings.queue_name
     redis_settings = queue_redis_settings(_settings)

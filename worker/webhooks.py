@@ -21,7 +21,6 @@ from kit.errors import ServiceUnavailable
 from kit.settings import Settings
 from shop.jobs.names import JobName
 from shop.webhooks import delivery
-from shop.webhooks import service as webhooks_service
 from shop.webhooks.delivery import Outcome
 from worker import tasks
 from worker.context import WorkerContext
@@ -168,14 +167,3 @@ async def queue_overdue_webhooks(ctx: dict[str, Any]) -> int:
     if queued:
         log.warning("webhook_tries_requeued", tries=queued)
     return queued
-
-
-async def purge_webhook_events(ctx: dict[str, Any]) -> int:
-    """Forgets events older than EVENT_RETENTION_S, with their deliveries' log."""
-    worker: WorkerContext = ctx["worker"]
-    # Half the job timeout: the purge stops itself well before ARQ would cancel it.
-    purged = await webhooks_service.purge_events(
-        worker.pool, worker.settings, budget_s=worker.settings.job_timeout_s / 2
-    )
-    log.info("webhook_events_purged", purged=purged)
-    return purged

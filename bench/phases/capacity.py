@@ -21,6 +21,7 @@ from bench.phases.common import say, settle
 from bench.phases.pipeline import (
     PipelineStack,
     drain,
+    fetch,
     last_order_id,
     order_times,
     per_second,
@@ -47,14 +48,6 @@ async def _seed(dsn: str) -> tuple[str, int, int]:
     return new.api_key, new.client.id, ids[0]
 
 
-async def _counters(dsn: str) -> bench_repo.DatabaseCounters:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.database_counters(conn)
-    finally:
-        await conn.close()
-
-
 def _redis_commands(url: str) -> int:
     client = redis.Redis.from_url(url)
     try:
@@ -73,7 +66,7 @@ def run(stack: Stack, options: Options, results: Results) -> None:
     ps = PipelineStack(stack, "capacity")
     ps.start_worker()
     after_id = asyncio.run(last_order_id(dsn))
-    cpu_before, db_before = ps.cpu(), asyncio.run(_counters(dsn))
+    cpu_before, db_before = ps.cpu(), asyncio.run(fetch(dsn, bench_repo.database_counters))
     redis_before = _redis_commands(stack.redis.url)
     start = time.time()
     run = ps.wrk_start(
@@ -83,7 +76,7 @@ def run(stack: Stack, options: Options, results: Results) -> None:
         options.flash_order_connections,
     ).finish()
     asyncio.run(drain(dsn, client_id, after_id, DRAIN_LIMIT_S))
-    cpu_after, db_after = ps.cpu(), asyncio.run(_counters(dsn))
+    cpu_after, db_after = ps.cpu(), asyncio.run(fetch(dsn, bench_repo.database_counters))
     redis_after = _redis_commands(stack.redis.url)
     times = asyncio.run(order_times(dsn, client_id, after_id))
     ps.stop_worker()

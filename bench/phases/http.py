@@ -31,6 +31,21 @@ def start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
             1,
             {"DB_POOL_MIN_SIZE": "4", "DB_POOL_MAX_SIZE": "32"},
         ),
+        # The two rate limit scopes side by side (docs/decisions/0035-cluster-rate-limit.md).
+        (
+            "api1_cluster_limit",
+            PRODUCTION_SERVER,
+            "api.main:app",
+            1,
+            {**PRODUCTION_POOL, "RATE_LIMIT_SCOPE": "cluster"},
+        ),
+        (
+            "api1_process_limit",
+            PRODUCTION_SERVER,
+            "api.main:app",
+            1,
+            {**PRODUCTION_POOL, "RATE_LIMIT_SCOPE": "process"},
+        ),
         # The same API without the operator console's routes: what mounting it costs.
         (
             "api1_noconsole",

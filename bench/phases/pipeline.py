@@ -5,7 +5,8 @@ import asyncio
 import math
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -25,6 +26,8 @@ from bench.stack import (
     wait_for_port,
 )
 from devstack.services import LOOPBACK, free_port
+
+T = TypeVar("T")
 
 
 class PipelineStack:
@@ -94,35 +97,48 @@ def sink_count(sink: Child) -> int | None:
     return int(counts[-1]) if counts else None
 
 
-async def drain(dsn: str, client_id: int, after_id: int, limit_s: float) -> float:
-    """Waits until none of the client's orders after `after_id` is on its way; returns the time
-    (monotonic) it saw that, or raises TimeoutError."""
+async def fetch(dsn: str, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`query` on a connection of its own, closed after."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        deadline = time.monotonic() + limit_s
-        while await bench_repo.unfinished_orders(conn, client_id, after_id):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"orders were still on their way after {limit_s:g}s")
-            await asyncio.sleep(0.25)
-        return time.monotonic()
+        return await query(conn)
     finally:
         await conn.close()
+
+
+async def wait_while_any(
+    dsn: str, count: Callable[[asyncpg.Connection], Awaitable[int]], limit_s: float, what: str
+) -> float:
+    """Waits until `count` is 0; returns the time (time.time()) it saw that, or raises
+    TimeoutError naming `what`."""
+
+    async def poll(conn: asyncpg.Connection) -> float:
+        deadline = time.monotonic() + limit_s
+        while await count(conn):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} after {limit_s:g}s")
+            await asyncio.sleep(0.1)
+        return time.time()
+
+    return await fetch(dsn, poll)
+
+
+async def drain(dsn: str, client_id: int, after_id: int, limit_s: float) -> float:
+    """Waits until none of the client's orders after `after_id` is on its way."""
+    return await wait_while_any(
+        dsn,
+        lambda conn: bench_repo.unfinished_orders(conn, client_id, after_id),
+        limit_s,
+        "orders were still on their way",
+    )
 
 
 async def last_order_id(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.last_order_id(conn)
-    finally:
-        await conn.close()
+    return await fetch(dsn, bench_repo.last_order_id)
 
 
 async def order_times(dsn: str, client_id: int, after_id: int) -> list[OrderTimes]:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.order_times(conn, client_id, after_id)
-    finally:
-        await conn.close()
+    return await fetch(dsn, lambda conn: bench_repo.order_times(conn, client_id, after_id))
 
 
 def per_second(count: int, seconds: float) -> float:

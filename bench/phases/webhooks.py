@@ -31,9 +31,11 @@ from bench.phases.common import say, settle
 from bench.phases.pipeline import (
     PipelineStack,
     drain,
+    fetch,
     last_order_id,
     order_times,
     per_second,
+    wait_while_any,
     wrk_figures,
 )
 from bench.results import Results
@@ -119,14 +121,10 @@ async def _deliveries(dsn: str, order_id: int, events: int, limit_s: float) -> d
                     conn, {order_id: WebhookEventType.ORDER_CREATED}
                 )
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-        deadline = time.monotonic() + limit_s
-        while await bench_repo.pending_webhook_deliveries(conn):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deliveries were still pending after {limit_s:g}s")
-            await asyncio.sleep(0.1)
-        figures = await bench_repo.webhook_delivery_figures(conn, after)
     finally:
         await conn.close()
+    await _wait_for_deliveries(dsn, limit_s)
+    figures = await fetch(dsn, lambda c: bench_repo.webhook_delivery_figures(c, after))
     span = (figures.last or 0.0) - (figures.first or 0.0)
     return {
         "deliveries": queued,
@@ -155,16 +153,9 @@ def _delivery_rate(
 
 
 async def _wait_for_deliveries(dsn: str, limit_s: float) -> float:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        deadline = time.monotonic() + limit_s
-        while await bench_repo.pending_webhook_deliveries(conn):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deliveries were still pending after {limit_s:g}s")
-            await asyncio.sleep(0.1)
-        return time.time()
-    finally:
-        await conn.close()
+    return await wait_while_any(
+        dsn, bench_repo.pending_webhook_deliveries, limit_s, "deliveries were still pending"
+    )
 
 
 def _pipeline_run(
@@ -173,7 +164,7 @@ def _pipeline_run(
     dsn = hs.stack.postgres.url
     asyncio.run(_set_endpoints(dsn, client_id, hs.receiver_url, 1 if hooked else 0, ALL_EVENTS))
     after_order = asyncio.run(last_order_id(dsn))
-    after_attempt = asyncio.run(_last_attempt(dsn))
+    after_attempt = asyncio.run(fetch(dsn, bench_repo.last_webhook_attempt_id))
     cpu_before = hs.cpu()
     start = time.time()
     run = hs.wrk_start(
@@ -187,7 +178,9 @@ def _pipeline_run(
     cpu_after = hs.cpu()
     times = asyncio.run(order_times(dsn, client_id, after_order))
     emailed = [o.emailed for o in times if o.emailed is not None]
-    deliveries = asyncio.run(_attempt_figures(dsn, after_attempt))
+    deliveries = asyncio.run(
+        fetch(dsn, lambda c: bench_repo.webhook_delivery_figures(c, after_attempt))
+    )
     end = max([*emailed, done if hooked else 0.0])
     cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before}
     return {
@@ -203,22 +196,6 @@ def _pipeline_run(
         "cpu_s": cpu,
         "worker_cpu_ms_per_order": round(cpu["worker"] * 1000 / max(1, len(emailed)), 3),
     }
-
-
-async def _last_attempt(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.last_webhook_attempt_id(conn)
-    finally:
-        await conn.close()
-
-
-async def _attempt_figures(dsn: str, after: int) -> bench_repo.DeliveryFigures:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await bench_repo.webhook_delivery_figures(conn, after)
-    finally:
-        await conn.close()
 
 
 def run(stack: Stack, options: Options, results: Results) -> None:

@@ -38,6 +38,20 @@ def scenarios(seed: Seed, miss_window: int) -> list[Scenario]:
             "api1",
             fixed(s("/v1/orders?limit=50", key)),
         ),
+        Scenario(
+            "product_hit_cluster_limit",
+            "rate_limit",
+            "GET /v1/products/{id} cached, RATE_LIMIT_SCOPE=cluster",
+            "api1_cluster_limit",
+            fixed(hot_ids),
+        ),
+        Scenario(
+            "product_hit_process_limit",
+            "rate_limit",
+            "GET /v1/products/{id} cached, RATE_LIMIT_SCOPE=process",
+            "api1_process_limit",
+            fixed(hot_ids),
+        ),
         Scenario("hello_2p", "scaling", "GET /hello, 2 processes", "hello2", fixed(s("/hello"))),
         Scenario("post_order_2p", "scaling", "POST /v1/orders, 2 processes", "api2", orders_script),
         Scenario(

@@ -132,3 +132,29 @@ async def list_for_order(conn: asyncpg.Connection, order_id: int) -> list[DeadJo
         f"SELECT {_COLUMNS} FROM dead_jobs WHERE order_id = $1 ORDER BY id", order_id
     )
     return [DeadJob(**row) for row in rows]
+
+
+async def delete_retried(conn: asyncpg.Connection, older_than_s: float, limit: int) -> int:
+    """Deletes up to `limit` dead jobs retried more than `older_than_s` ago; returns how many.
+
+    Dead jobs nobody retried are never deleted: each is work an operator has still to decide on.
+    The ledger holds failures only, small beside the outbox, so a scan of it needs no index.
+    """
+    status: str = await conn.execute(
+        "DELETE FROM dead_jobs WHERE id = any(ARRAY("
+        " SELECT id FROM dead_jobs"
+        " WHERE redriven_at < now() - make_interval(secs => $1)"
+        " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        older_than_s,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def count_unretried_older_than(conn: asyncpg.Connection, older_than_s: float) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM dead_jobs"
+        " WHERE redriven_at IS NULL AND failed_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return count

@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,19 +16,21 @@ class PendingJob:
     request_id: str | None
 
 
+_CLAIM_PENDING = (
+    "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
+    " WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL"
+    "              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, job_id, function, args, request_id"
+)
+
+
 async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[PendingJob]:
     """The oldest undelivered jobs, marked delivered, in id order.
 
     Concurrent relays take disjoint batches (SKIP LOCKED). Call inside a transaction that ends
     once the jobs are queued: if queueing fails, rolling back leaves them undelivered.
     """
-    rows = await conn.fetch(
-        "UPDATE outbox SET delivered_at = now(), delivery_attempts = delivery_attempts + 1"
-        " WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL"
-        "              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, job_id, function, args, request_id",
-        limit,
-    )
+    rows = await conn.fetch(_CLAIM_PENDING, limit)
     return sorted((PendingJob(**row) for row in rows), key=lambda job: job.id)
 
 
@@ -57,6 +60,53 @@ async def claim_unfinished(
         limit,
     )
     return [PendingJob(**row) for row in rows]
+
+
+_DELETE_DELIVERED = (
+    "DELETE FROM outbox WHERE id = any(ARRAY("
+    " SELECT o.id FROM outbox o"
+    " WHERE o.delivered_at < now() - make_interval(secs => $1)"
+    " AND NOT EXISTS (SELECT 1 FROM orders ord WHERE ord.id = o.order_id"
+    "                 AND (ord.status = 'pending'"
+    "                      OR (ord.status = 'confirmed' AND ord.confirmation_sent_at IS NULL)))"
+    " ORDER BY o.delivered_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED))"
+)
+
+
+async def delete_delivered(conn: asyncpg.Connection, older_than_s: float, limit: int) -> int:
+    """Deletes up to `limit` rows delivered more than `older_than_s` ago, oldest delivery first;
+    returns how many.
+
+    A row whose order's work is not done stays whatever its age: the relay hands it over again
+    from there (`claim_unfinished`), and a dead job nobody retried keeps its order pending.
+    Rows a relay holds are skipped, not waited for. The range scan is on
+    `ix_outbox_delivered_at`, the order check on the orders' primary key, and the ids, collected
+    first (`= any(ARRAY(...))`, not `IN`, which the planner may hash-join against a scan of the
+    whole table), are deleted through the primary key.
+    """
+    status: str = await conn.execute(_DELETE_DELIVERED, older_than_s, limit)
+    return int(status.split()[-1])
+
+
+async def explain_delete_delivered(
+    conn: asyncpg.Connection, older_than_s: float, limit: int
+) -> str:
+    """The plan Postgres chooses for `delete_delivered` (not run), for tests and the soak."""
+    rows = await conn.fetch("EXPLAIN " + _DELETE_DELIVERED, older_than_s, limit)
+    return "\n".join(row[0] for row in rows)
+
+
+async def explain_analyze_claim(conn: asyncpg.Connection, limit: int) -> float:
+    """The relay's claim run under EXPLAIN ANALYZE and rolled back: its execution time in ms.
+    For the soak, which watches it stay flat while rows come and go."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + _CLAIM_PENDING, limit)
+    finally:
+        # The rows it marked are the relay's to hand over, not the probe's.
+        await transaction.rollback()
+    return float(json.loads(plan)[0]["Execution Time"])
 
 
 async def mark_delivered(conn: asyncpg.Connection, ids: list[int]) -> None:

@@ -10,15 +10,14 @@ statement (shop/orders/service.py), to keep it at two round trips. Only successe
 failed request wrote nothing, so running it again is safe."""
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Self
 
 import asyncpg
 
-from kit.db import connection
 from kit.errors import InvalidRequest, RequestInProgress
+from kit.purge import purge_in_batches
 from kit.settings import Settings
 from shop.orders import idempotency_repository as idempotency_repo
 
@@ -118,21 +117,14 @@ def replay(request: IdempotentRequest, stored: idempotency_repo.StoredKey) -> St
     )
 
 
-async def purge_expired(
-    pool: asyncpg.Pool, settings: Settings, *, budget_s: float, batch_size: int = 1_000
-) -> int:
-    """Deletes keys older than IDEMPOTENCY_KEY_TTL_S in small batches, each committed on its own,
-    for at most about `budget_s`; returns how many went. What is left waits for the next run.
-
-    Safe to run anywhere, any number of times: cheap (one indexed range scan) when nothing is due.
-    """
-    purged = 0
-    deadline = time.monotonic() + budget_s
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        while True:
-            deleted = await idempotency_repo.delete_expired(
-                conn, settings.idempotency_key_ttl_s, batch_size
-            )
-            purged += deleted
-            if deleted < batch_size or time.monotonic() > deadline:
-                return purged
+async def purge_expired(pool: asyncpg.Pool, settings: Settings, *, budget_s: float) -> int:
+    """Deletes keys older than IDEMPOTENCY_KEY_TTL_S in bounded batches (kit.purge) for at most
+    about `budget_s`; returns how many went. What is left waits for the next run."""
+    return await purge_in_batches(
+        pool,
+        settings,
+        idempotency_repo.delete_expired,
+        settings.idempotency_key_ttl_s,
+        budget_s=budget_s,
+        what="idempotency_keys",
+    )

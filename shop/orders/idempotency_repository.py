@@ -91,16 +91,19 @@ async def insert(
     )
 
 
-async def delete_expired(conn: asyncpg.Connection, ttl_s: int, batch_size: int) -> int:
+async def delete_expired(conn: asyncpg.Connection, ttl_s: float, batch_size: int) -> int:
     """Deletes up to `batch_size` keys older than `ttl_s`, oldest first; returns how many.
 
     Small batches keep each statement short and its locks few while the API keeps inserting.
+    The rows are found on `ix_idempotency_keys_created_at` and deleted by their ctid, stable
+    while the batch holds their locks: `(client_id, key) IN (subquery)` was planned as a hash
+    join against a scan of the whole table (docs/decisions/0034-bounded-tables.md).
     """
     status: str = await conn.execute(
-        "DELETE FROM idempotency_keys WHERE (client_id, key) IN ("
-        " SELECT client_id, key FROM idempotency_keys"
+        "DELETE FROM idempotency_keys WHERE ctid = any(ARRAY("
+        " SELECT ctid FROM idempotency_keys"
         " WHERE created_at < now() - make_interval(secs => $1)"
-        " ORDER BY created_at LIMIT $2)",
+        " ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
         ttl_s,
         batch_size,
     )

@@ -4,7 +4,6 @@ What an endpoint may be sent is in shop.webhooks.addresses, how it is sent in
 shop.webhooks.delivery; events are written by the changes they report (insert_order_events).
 """
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ import structlog
 from kit.db import connection
 from kit.errors import InvalidRequest, NotFound
 from kit.pagination import decode_cursor, encode_cursor
+from kit.purge import purge_in_batches
 from kit.settings import Settings
 from shop.clients.auth import Client
 from shop.models import WebhookDeliveryStatus, WebhookEventType
@@ -274,14 +274,14 @@ async def redeliver_event(
     return WebhookRedelivery(event_id=public_id, deliveries=deliveries)
 
 
-async def purge_events(pool: asyncpg.Pool, settings: Settings, budget_s: float) -> int:
-    """Forgets events older than EVENT_RETENTION_S, a batch per statement, for `budget_s`."""
-    deadline = time.monotonic() + budget_s
-    purged = 0
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        while time.monotonic() < deadline:
-            batch = await webhooks_repo.purge_events(conn, settings.event_retention_s, 1_000)
-            purged += batch
-            if batch < 1_000:
-                break
-    return purged
+async def purge_events(pool: asyncpg.Pool, settings: Settings, *, budget_s: float) -> int:
+    """Forgets events older than EVENT_RETENTION_S with their delivery log, in bounded batches
+    (kit.purge) for about `budget_s`."""
+    return await purge_in_batches(
+        pool,
+        settings,
+        webhooks_repo.purge_events,
+        settings.event_retention_s,
+        budget_s=budget_s,
+        what="webhook_events",
+    )

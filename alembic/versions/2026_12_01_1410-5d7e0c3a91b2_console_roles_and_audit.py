@@ -4,7 +4,7 @@ Existing admin keys become operators: before the console they could do everythin
 already. docs/console.md.
 
 Revision ID: 5d7e0c3a91b2
-Revises: cff18e2071cd
+Revises: 5b7d2e9c4a10
 Create Date: 2026-12-01 14:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5d7e0c3a91b2"
-down_revision: str | None = "cff18e2071cd"
+down_revision: str | None = "5b7d2e9c4a10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
