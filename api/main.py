@@ -18,12 +18,15 @@ from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
 from api.rate_limit import ClusterRateLimiter, Limiter, RateLimiter
 from api.routes import events, health, metrics, orders, products, webhooks
+from console import routes as console_routes
+from console.deps import ConsoleState
+from console.sessions import SessionStore
 from kit import tracing
 from kit.db import create_pool
 from kit.heap import freeze_startup_heap
 from kit.logging import configure_logging
 from kit.metrics import mark_process_dead, record_pool
-from kit.redis import create_redis
+from kit.redis import create_queue_client, create_redis
 from kit.settings import Settings, get_settings
 from shop.catalogue.cache import ProductCache
 from shop.catalogue.service import reload_products_ahead
@@ -79,6 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_gauges = asyncio.create_task(
             _refresh_pool_gauges(pool), name="pool-gauges", context=background
         )
+        console_queue = create_queue_client(settings) if settings.console_enabled else None
+        if console_queue is not None:
+            app.state.console = ConsoleState(
+                settings=settings,
+                pool=pool,
+                queue=console_queue,
+                sessions=SessionStore(console_queue, settings.console_session_ttl_s),
+            )
         # Logged by the app rather than left to the server: Granian says nothing of the lifespan.
         log.info("api_started", pid=os.getpid(), frozen_objects=freeze_startup_heap())
         try:
@@ -89,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await cache.close()
+            if console_queue is not None:
+                await console_queue.aclose()
             await app.state.orders.relay_waker.close()
             await redis.aclose()
             await pool.close()
@@ -116,6 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # Last, so that the API's own routes match first: the console costs the hot paths nothing
+    # (docs/console.md#cost).
+    if settings.console_enabled:
+        app.include_router(console_routes.router)
     # Pure ASGI layers, outermost last: timing wraps everything, including the 413 answer and
     # the product reads answered from the in-process cache before routing.
     app.add_middleware(CachedProductReads, route=products.product_route())

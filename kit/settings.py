@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "orders"
     redis_sentinel_password: SecretStr | None = None
 
+    # The operator console (console/, docs/console.md). Off: /console is not routed at all.
+    console_enabled: bool = True
+    # A console session ends this long after sign-in; signing in again starts a new one.
+    console_session_ttl_s: int = Field(default=8 * 3600, ge=60)
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:

@@ -16,7 +16,7 @@ from kit.errors import ServiceUnavailable
 from kit.redis import REDIS_UNAVAILABLE_ERRORS
 from kit.settings import Settings
 from ops.outbox import outbox_status
-from ops.queue import QueueStats, WorkerInfo, live_workers
+from ops.queue import QueueStats, WorkerInfo, live_workers, queue_stats
 from shop.jobs.keys import JobOutcome
 from shop.jobs.outbox_repository import OutboxStats
 
@@ -70,11 +70,22 @@ def grade(value: float | None, warn: float | None, crit: float | None) -> Level:
 class QueueHealth:
     stats: QueueStats
     level: Level
-    # The checks above ok, in the order they are made: oldest_due_age, queued, failed_last_hour.
+    # The checks above ok, in the order they are made: oldest_due_age, queued, failed_last_hour,
+    # outbox_age.
     breaches: dict[str, Level]
+    # Of the queue the outbox relay feeds: the rows still waiting in Postgres to be handed to it
+    # (with every worker down they pile up there while the queue itself looks empty).
+    outbox_pending: int | None = None
+    outbox_oldest_pending_age_s: float | None = None
 
 
-def queue_health(stats: QueueStats, thresholds: QueueThresholds = QUEUE_THRESHOLDS) -> QueueHealth:
+def queue_health(
+    stats: QueueStats,
+    thresholds: QueueThresholds = QUEUE_THRESHOLDS,
+    outbox: OutboxStats | None = None,
+) -> QueueHealth:
+    """Grades a queue; with `outbox`, the queue the relay feeds, whose oldest waiting work may be
+    an outbox row rather than a queued job (graded against the same age thresholds)."""
     checks = {
         "oldest_due_age": grade(
             stats.oldest_due_age_s, thresholds.warn_age_s, thresholds.crit_age_s
@@ -85,12 +96,47 @@ def queue_health(stats: QueueStats, thresholds: QueueThresholds = QUEUE_THRESHOL
             thresholds.warn_failed,
             thresholds.crit_failed,
         ),
+        "outbox_age": grade(
+            None if outbox is None else outbox.oldest_pending_age_s,
+            thresholds.warn_age_s,
+            thresholds.crit_age_s,
+        ),
     }
     return QueueHealth(
         stats=stats,
         level=max(checks.values()),
         breaches={name: level for name, level in checks.items() if level is not Level.OK},
+        outbox_pending=None if outbox is None else outbox.pending,
+        outbox_oldest_pending_age_s=None if outbox is None else outbox.oldest_pending_age_s,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueReport:
+    level: Level
+    queues: list[QueueHealth]
+
+
+async def queue_report(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    names: list[str] | None = None,
+    thresholds: QueueThresholds = QUEUE_THRESHOLDS,
+) -> QueueReport:
+    """`ordersctl queue` and the console's overview: each queue graded, the relay's queue with
+    the outbox backlog beside it."""
+    names = names or [settings.queue_name]
+    outbox = await outbox_status(pool, settings) if settings.queue_name in names else None
+    graded = [
+        queue_health(
+            await queue_stats(redis, name),
+            thresholds,
+            outbox if name == settings.queue_name else None,
+        )
+        for name in names
+    ]
+    return QueueReport(max((queue.level for queue in graded), default=Level.OK), graded)
 
 
 @dataclass(frozen=True, slots=True)

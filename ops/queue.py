@@ -32,6 +32,7 @@ from shop.jobs.keys import (
     JobOutcome,
     outcome_counter_key,
     parse_outcome_field,
+    run_time_key,
     worker_key_prefix,
 )
 from shop.jobs.names import order_id_of
@@ -223,19 +224,61 @@ async def queue_stats(
     return stats
 
 
-async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, int]]:
-    """function -> outcome -> count, over the last 60 minutes, from the workers' counters."""
-    minute = int(time.time() // 60)
+@dataclass(frozen=True, slots=True)
+class MinuteOutcomes:
+    """One minute of the workers' counters: runs that ended, by outcome, and their mean time."""
+
+    minute: datetime
+    outcomes: dict[str, int]
+    mean_run_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LastHour:
+    # function -> outcome -> count, over the 60 minutes.
+    by_function: dict[str, dict[str, int]]
+    # The 60 minutes, oldest first, this one last (partial).
+    minutes: list[MinuteOutcomes]
+
+
+async def last_hour(redis: Redis, queue: str) -> LastHour:
+    """The last 60 minutes of the workers' counters, in one round trip."""
+    now_minute = int(time.time() // 60)
+    minutes = range(now_minute - 59, now_minute + 1)
     async with redis.pipeline(transaction=False) as pipe:
-        for back in range(60):
-            pipe.hgetall(outcome_counter_key(queue, minute - back))
-        buckets = await pipe.execute()
-    counts: dict[str, Counter[str]] = {}
-    for bucket in buckets:
+        for minute in minutes:
+            pipe.hgetall(outcome_counter_key(queue, minute))
+            pipe.hgetall(run_time_key(queue, minute))
+        replies = await pipe.execute()
+    by_function: dict[str, Counter[str]] = {}
+    series = []
+    for index, minute in enumerate(minutes):
+        bucket, run_times = replies[2 * index], replies[2 * index + 1]
+        outcomes: Counter[str] = Counter()
         for raw_field, raw_count in bucket.items():
             outcome, function = parse_outcome_field(raw_field.decode())
-            counts.setdefault(function, Counter())[outcome] += int(raw_count)
-    return {function: dict(sorted(c.items())) for function, c in sorted(counts.items())}
+            by_function.setdefault(function, Counter())[outcome] += int(raw_count)
+            outcomes[outcome] += int(raw_count)
+        runs = sum(outcomes.values())
+        total_ms = sum(int(ms) for ms in run_times.values())
+        series.append(
+            MinuteOutcomes(
+                minute=datetime.fromtimestamp(minute * 60, tz=UTC),
+                outcomes=dict(sorted(outcomes.items())),
+                mean_run_s=round(total_ms / runs / 1000, 4) if runs and run_times else None,
+            )
+        )
+    return LastHour(
+        by_function={
+            function: dict(sorted(c.items())) for function, c in sorted(by_function.items())
+        },
+        minutes=series,
+    )
+
+
+async def outcomes_last_hour(redis: Redis, queue: str) -> dict[str, dict[str, int]]:
+    """function -> outcome -> count, over the last 60 minutes, from the workers' counters."""
+    return (await last_hour(redis, queue)).by_function
 
 
 async def list_jobs(

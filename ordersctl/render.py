@@ -3,8 +3,6 @@
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ops.display import age, jsonable, short, when
 from ops.health import Level
 from ops.queue import JobInfo, WorkerInfo
 from shop.jobs.outbox_repository import OutboxStats
@@ -28,19 +27,6 @@ WatchOption = Annotated[
         "--watch", min=0.1, help="Show again every SECONDS until Ctrl-C.", metavar="SECONDS"
     ),
 ]
-
-
-def jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and containers as JSON-ready values (for `--json`)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
 
 
 def print_json(data: Any, *, compact: bool = False) -> None:
@@ -80,25 +66,6 @@ def show(
 def add_row(table: Table, *cells: str) -> None:
     """Adds a row of plain text: job data such as "[Errno 111]" is not rich markup."""
     table.add_row(*(escape(cell) for cell in cells))
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
-def when(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat(timespec="seconds")
-
-
-def short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(jsonable(value))
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # Tables more than one command shows (`top` shows them all).

@@ -41,6 +41,13 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ConsoleRole(StrEnum):
+    """What an admin key may do in the operator console: look, or also act."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -57,6 +64,8 @@ class Client(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What an admin key may do in the operator console (ConsoleRole); None for clients' keys.
+    console_role: Mapped[str | None] = mapped_column(String(16))
 
 
 class Product(Base):
@@ -340,3 +349,22 @@ class WebhookAttempt(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     # When the delivery is tried again; None once it is delivered or dead.
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleAuditEntry(Base):
+    """One action taken in the operator console: who, what, on what, when, and how it ended."""
+
+    __tablename__ = "console_audit"
+    __table_args__ = (Index("ix_console_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The admin client who acted, by id and by its name then (a client can be renamed or revoked).
+    client_id: Mapped[int | None] = mapped_column(BigInteger)
+    client_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text)
+    # ok, refused (role, CSRF) or failed (the operation raised)
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -32,6 +32,7 @@ from shop.jobs.keys import (
     JobOutcome,
     outcome_counter_key,
     outcome_field,
+    run_time_key,
     worker_key_prefix,
 )
 
@@ -50,7 +51,8 @@ class WorkerMonitor:
         self.done = 0
         self.failed = 0
         self.retried = 0
-        self._counts: Batched[tuple[str, str]] = Batched(self._write_counts)
+        # (minute, function, outcome, run time in ms) of the runs that ended.
+        self._counts: Batched[tuple[int, str, JobOutcome, int]] = Batched(self._write_counts)
 
     async def record(self, function: str, outcome: JobOutcome, duration_s: float) -> None:
         """Counts the outcome; returns once the count is in Redis (or could not be written).
@@ -65,17 +67,21 @@ class WorkerMonitor:
             self.retried += 1
         else:
             self.failed += 1
-        key = outcome_counter_key(self._settings.queue_name, int(time.time() // 60))
+        minute = int(time.time() // 60)
         try:
-            await self._counts.add((key, outcome_field(outcome, function)))
+            await self._counts.add((minute, function, outcome, round(duration_s * 1000)))
         except asyncio.CancelledError:
             # The write was cancelled (a shutdown), not this job: the count is lost, the job not.
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
 
-    async def _write_counts(self, fields: list[tuple[str, str]]) -> None:
-        counts = Counter(fields)
+    async def _write_counts(self, fields: list[tuple[int, str, JobOutcome, int]]) -> None:
+        queue = self._settings.queue_name
+        counts: Counter[tuple[str, str]] = Counter()
+        for minute, function, outcome, run_ms in fields:
+            counts[outcome_counter_key(queue, minute), outcome_field(outcome, function)] += 1
+            counts[run_time_key(queue, minute), function] += run_ms
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for (key, field), count in counts.items():

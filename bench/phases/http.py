@@ -46,6 +46,14 @@ def start_servers(stack: Stack, needed: set[str]) -> dict[str, Server]:
             1,
             {**PRODUCTION_POOL, "RATE_LIMIT_SCOPE": "process"},
         ),
+        # The same API without the operator console's routes: what mounting it costs.
+        (
+            "api1_noconsole",
+            PRODUCTION_SERVER,
+            "api.main:app",
+            1,
+            {**PRODUCTION_POOL, "CONSOLE_ENABLED": "false"},
+        ),
         ("hello1", PRODUCTION_SERVER, hello, 1, {}),
         ("hello2", PRODUCTION_SERVER, hello, 2, {}),
         ("uvicorn_hello", uvicorn_argv, hello, 1, {}),

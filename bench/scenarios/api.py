@@ -69,6 +69,20 @@ def scenarios(seed: Seed, miss_window: int) -> list[Scenario]:
             fixed(hot_ids),
         ),
         Scenario(
+            "post_order_noconsole",
+            "console",
+            "POST /v1/orders, CONSOLE_ENABLED=false",
+            "api1_noconsole",
+            orders_script,
+        ),
+        Scenario(
+            "product_hit_noconsole",
+            "console",
+            "GET /v1/products/{id} cached, CONSOLE_ENABLED=false",
+            "api1_noconsole",
+            fixed(hot_ids),
+        ),
+        Scenario(
             "hello_uvicorn", "server", "GET /hello, uvicorn", "uvicorn_hello", fixed(s("/hello"))
         ),
         Scenario(

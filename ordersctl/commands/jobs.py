@@ -8,6 +8,7 @@ from rich.table import Table
 
 from kit.errors import NotFound
 from ops import queue as queue_reader
+from ops.display import short, when
 from ops.jobs import JobDetail, job_detail, list_jobs
 from ops.queue import JobInfo
 from ops.queue_actions import RetryOutcome, abort, retry_dead, retry_job
@@ -19,9 +20,7 @@ from ordersctl.render import (
     err_console,
     jobs_table,
     print_json,
-    short,
     show,
-    when,
 )
 from ordersctl.services import Services, run
 

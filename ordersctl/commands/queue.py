@@ -7,18 +7,10 @@ import typer
 from rich.table import Table
 
 from ops import queue as queue_reader
-from ops.health import QUEUE_THRESHOLDS, Level, QueueThresholds, queue_health
+from ops.display import age, jsonable
+from ops.health import QUEUE_THRESHOLDS, Level, QueueThresholds, queue_report
 from ops.queue_actions import purge
-from ordersctl.render import (
-    JsonOption,
-    WatchOption,
-    add_row,
-    age,
-    console,
-    jsonable,
-    print_json,
-    show,
-)
+from ordersctl.render import JsonOption, WatchOption, add_row, console, print_json, show
 from ordersctl.services import Services, run
 from shop.jobs.keys import JobOutcome
 
@@ -55,7 +47,8 @@ def queue_command(
     as_json: JsonOption = False,
     watch: WatchOption = None,
 ) -> None:
-    """Per queue: queued, deferred, in progress, oldest due age, last hour's outcomes, functions.
+    """Per queue: queued, deferred, in progress, oldest due age, last hour's outcomes, functions,
+    and beside the queue the outbox relay feeds, the orders' work still waiting in the outbox.
 
     Exit code 0/1/2 for ok/warning/critical against the thresholds (3 if Redis cannot be read),
     so it can feed alerting.
@@ -65,29 +58,28 @@ def queue_command(
     )
 
     async def read(services: Services) -> QueueReport:
-        names = queues or [services.settings.queue_name]
-        graded = [
-            queue_health(await queue_reader.queue_stats(services.queue, name), thresholds)
-            for name in names
-        ]
+        report = await queue_report(
+            services.pool, services.queue, services.settings, queues, thresholds
+        )
         rows = [
             {
                 **jsonable(queue.stats),
+                "outbox_pending": queue.outbox_pending,
+                "outbox_oldest_pending_age_s": queue.outbox_oldest_pending_age_s,
                 "status": queue.level.label,
                 "breaches": {name: level.label for name, level in queue.breaches.items()},
             }
-            for queue in graded
+            for queue in report.queues
         ]
-        worst = max((queue.level for queue in graded), default=Level.OK)
-        return QueueReport(worst.label, rows)
+        return QueueReport(report.level.label, rows)
 
     show(lambda: run(read), _render, as_json, watch, lambda report: Level[report.status.upper()])
 
 
 def _render(report: QueueReport) -> None:
     table = Table(
-        "queue", "queued", "deferred", "in progress", "oldest due", "complete 1h",
-        "failed 1h", "retried 1h", "status", title="Queues",
+        "queue", "queued", "deferred", "in progress", "oldest due", "outbox", "outbox oldest",
+        "complete 1h", "failed 1h", "retried 1h", "status", title="Queues",
     )  # fmt: skip
     functions = Table(
         "queue", "function", "queued", "deferred", "in progress", "complete 1h",
@@ -102,6 +94,8 @@ def _render(report: QueueReport) -> None:
             str(row["deferred"]),
             str(row["in_progress"]),
             age(row["oldest_due_age_s"]),
+            "" if row["outbox_pending"] is None else str(row["outbox_pending"]),
+            age(row["outbox_oldest_pending_age_s"]),
             str(last_hour.get(JobOutcome.COMPLETE, 0)),
             str(last_hour.get(JobOutcome.FAILED, 0)),
             str(last_hour.get(JobOutcome.RETRIED, 0)),

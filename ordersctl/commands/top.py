@@ -11,10 +11,11 @@ from rich.live import Live
 from rich.table import Table
 
 from ops import queue as queue_reader
+from ops.display import age
 from ops.jobs import list_jobs
 from ops.outbox import outbox_status
 from ops.queue import JobInfo, QueueStats, WorkerInfo
-from ordersctl.render import add_row, age, console, jobs_table, outbox_table, workers_table
+from ordersctl.render import add_row, console, jobs_table, outbox_table, workers_table
 from ordersctl.services import Services, run
 from shop.jobs.keys import JobOutcome
 from shop.jobs.outbox_repository import OutboxStats

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from ops import webhooks as webhooks_ops
-from ordersctl.render import JsonOption, add_row, console, print_json, when
+from ops.display import when
+from ordersctl.render import JsonOption, add_row, console, print_json
 from ordersctl.services import Services, run
 from shop.webhooks import service as webhooks
 from shop.webhooks.repository import EndpointSummary

@@ -22,3 +22,25 @@ async def test_clients_create_list_revoke_in_json(db: asyncpg.Pool) -> None:
     assert again == {"client_id": created["id"], "revoked": False}
     table = await ctl("clients", "list")
     assert "shop" in table.stdout
+
+
+async def test_an_admin_key_is_a_console_operator_unless_created_or_set_as_viewer(
+    db: asyncpg.Pool,
+) -> None:
+    operator = await ctl_json("clients", "create", "on-call", "--admin")
+    viewer = await ctl_json("clients", "create", "support", "--admin", "--console-role", "viewer")
+    plain = await ctl_json("clients", "create", "storefront")
+    promoted = await ctl_json("clients", "console-role", str(viewer["id"]), "operator")
+    refused = await ctl_json("clients", "console-role", str(plain["id"]), "viewer", code=1)
+    removed = await ctl_json("clients", "console-role", str(operator["id"]), "none")
+
+    assert (operator["console_role"], viewer["console_role"], plain["console_role"]) == (
+        "operator",
+        "viewer",
+        None,
+    )
+    assert promoted["updated"] is True
+    assert refused["updated"] is False
+    assert removed["updated"] is True
+    roles = {row["name"]: row["console_role"] for row in await ctl_json("clients", "list")}
+    assert roles == {"on-call": None, "support": "operator", "storefront": None}

@@ -1,10 +1,12 @@
 """`ordersctl queue` and `ordersctl purge` (ordersctl/commands/queue.py)."""
 
+import httpx
 import pytest
 from arq.connections import ArqRedis
 
 from kit.settings import Settings
-from tests.ordersctl.fixtures import Jobs, ctl, ctl_json
+from tests.app_fixtures import JobRunner
+from tests.ordersctl.fixtures import Jobs, MakeProduct, ctl, ctl_json, place
 
 
 async def test_queue_counts_jobs_by_state_function_and_last_hour_outcome(
@@ -17,6 +19,7 @@ async def test_queue_counts_jobs_by_state_function_and_last_hour_outcome(
     assert queue["queue"] == "orders:queue"
     assert (queue["queued"], queue["deferred"], queue["in_progress"]) == (1, 1, 0)
     assert 0 <= queue["oldest_due_age_s"] < 30
+    assert queue["outbox_pending"] == 1  # the waiting order's row, never relayed
     assert queue["last_hour"] == {"complete": 2, "failed": 2}
     assert queue["functions"] == {
         "reserve_inventory": {"queued": 1},
@@ -52,6 +55,27 @@ async def test_queue_exit_code_grades_the_thresholds(
     table = await ctl("queue", *thresholds)
     assert table.exit_code == code
     assert status in table.stdout
+
+
+async def test_with_every_worker_down_queue_shows_the_orders_waiting_in_the_outbox(
+    api: httpx.AsyncClient, client_key: str, make_product: MakeProduct, jobs: JobRunner
+) -> None:
+    product = await make_product(stock=10)
+    for _ in range(3):
+        await place(api, client_key, product.id)  # no worker runs: the relay never hands them over
+
+    report = await ctl_json("queue")
+    graded = await ctl_json("queue", "--warn-age", "0", "--crit-age", "0", code=2)
+
+    [queue] = report["queues"]
+    assert (queue["queued"], queue["outbox_pending"]) == (0, 3)
+    assert queue["outbox_oldest_pending_age_s"] >= 0
+    assert graded["queues"][0]["breaches"] == {"outbox_age": "critical"}
+    table = await ctl("queue")
+    assert "outbox" in table.stdout
+    await jobs.run_until_idle()
+    [drained] = (await ctl_json("queue"))["queues"]
+    assert drained["outbox_pending"] == 0
 
 
 async def test_purge_needs_yes_then_removes_waiting_jobs(

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from devstack.services import LOOPBACK, free_port
 from kit.settings import Settings
-from ops.queue import outcomes_last_hour
+from ops.queue import last_hour, outcomes_last_hour
 from ordersctl.main import app as ordersctl
 from shop.catalogue.schemas import ProductPublic
 from shop.jobs.keys import STATS_TTL_S, JobOutcome
@@ -212,3 +213,26 @@ async def test_a_count_redis_cannot_take_is_lost_without_failing_the_job(
 
     assert result == "confirmed"
     assert monitor.done == 1
+
+
+async def test_each_minute_of_the_last_hour_has_its_outcomes_and_mean_run_time(
+    settings: Settings, arq_redis: ArqRedis
+) -> None:
+    monitor = WorkerMonitor(arq_redis, settings)
+    if time.time() % 60 > 58:  # the runs and the read in one minute
+        await asyncio.sleep(2.5)
+
+    await asyncio.gather(
+        monitor.record("reserve_inventory", JobOutcome.COMPLETE, 0.010),
+        monitor.record("reserve_inventory", JobOutcome.COMPLETE, 0.030),
+        monitor.record("send_confirmation", JobOutcome.FAILED, 0.050),
+    )
+
+    hour = await last_hour(arq_redis, settings.queue_name)
+    assert len(hour.minutes) == 60
+    assert hour.minutes[0].minute < hour.minutes[-1].minute
+    now = hour.minutes[-1]
+    assert now.outcomes == {"complete": 2, "failed": 1}
+    assert now.mean_run_s == pytest.approx(0.030, abs=0.001)
+    assert all(minute.outcomes == {} for minute in hour.minutes[:-1])
+    assert hour.by_function == await outcomes_last_hour(arq_redis, settings.queue_name)
