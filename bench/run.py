@@ -8,6 +8,7 @@ reported as such; the figures of the others are still worth having.
 """
 
 import asyncio
+from collections.abc import Callable
 
 from bench.options import Options
 from bench.phases import capacity, flash_sale, http, queues, retention, soak, webhooks
@@ -32,13 +33,46 @@ def run(stack: Stack, options: Options) -> Results:
     servers = http.start_servers(stack, needed)
     results.titles = {scenario.name: scenario.title for scenario in scenarios}
     http.run(stack, servers, scenarios, options, results)
-    if options.wants("queues"):
-        try:
-            queues.run(stack, servers, data, options, results)
-        except Exception as exc:
-            results.notes.append(f"The queue phase failed: {exc!r} (see the run directory's logs).")
-            say(results.notes[-1])
-            return results
+    if options.wants("queues") and not _phase(
+        results, "queue phase", None, lambda: queues.run(stack, servers, data, options, results)
+    ):
+        return results
+    if options.soak_s > 0 and options.wants("soak"):
+        _phase(
+            results,
+            "soak",
+            f"soak: {options.soak_s:g} s on one API process and one worker",
+            lambda: soak.run(stack, data, options, results),
+        )
+    if options.wants("flash_sale"):
+        _phase(
+            results,
+            "flash sale",
+            "flash sale: one API process, one worker, smtp-sink; orders and reads at once",
+            lambda: flash_sale.run(stack, options, results),
+        )
+    if options.wants("webhooks"):
+        _phase(
+            results,
+            "webhooks phase",
+            "webhooks: one API process, one worker, smtp-sink, a fast receiver",
+            lambda: webhooks.run(stack, options, results),
+        )
+    if options.wants("capacity"):
+        _phase(
+            results,
+            "capacity phase",
+            "capacity: what one order costs each process, Postgres's WAL and Redis",
+            lambda: capacity.run(stack, options, results),
+        )
+    if "retention" in options.only:
+        _phase(
+            results,
+            "retention soak",
+            "retention: one API process, one worker purging the outbox",
+            lambda: retention.run(stack, data, options, results),
+        )
+    return results
     if options.soak_s > 0 and options.wants("soak"):
         say(f"soak: {options.soak_s:g} s on one API process and one worker")
         try:
@@ -81,3 +115,17 @@ def run(stack: Stack, options: Options) -> Results:
             )
             say(results.notes[-1])
     return results
+
+
+def _phase(results: Results, name: str, announce: str | None, body: Callable[[], None]) -> bool:
+    """Runs one phase; whether it ran to its end. A phase that fails is noted in the report
+    and the others still run."""
+    if announce is not None:
+        say(announce)
+    try:
+        body()
+    except Exception as exc:
+        results.notes.append(f"The {name} failed: {exc!r} (see the run directory's logs).")
+        say(results.notes[-1])
+        return False
+    return True
