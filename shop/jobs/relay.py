@@ -43,12 +43,17 @@ NOTIFY_CHANNEL = "outbox"
 # How the relay's LISTEN connection shows in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "orders-relay-listener"
 _MAX_BACKOFF_S = 5.0
-# KEYS: the queue, then each job's job key and result key; ARGV: the jobs' expiry (ms from now)
-# and score, then each job's id and payload. Returns the ids it queued.
+# KEYS: the queue, then each job's job key and result key; ARGV: the jobs' expiry (ms from now),
+# score, and whether a finished job's result gives way ('1': a redelivery), then each job's id
+# and payload. Returns the ids it queued.
 _ENQUEUE_SCRIPT = """
 local queued = {}
+local replace_finished = ARGV[3] == '1'
 for i = 2, #KEYS, 2 do
-    local n = i + 1
+    local n = i + 2
+    if replace_finished and redis.call('EXISTS', KEYS[i]) == 0 then
+        redis.call('DEL', KEYS[i + 1])
+    end
     if redis.call('EXISTS', KEYS[i], KEYS[i + 1]) == 0 then
         redis.call('PSETEX', KEYS[i], ARGV[1], ARGV[n + 1])
         redis.call('ZADD', KEYS[1], ARGV[2], ARGV[n])
@@ -177,9 +182,11 @@ class OutboxRelay:
         self.delivered_total = 0
         self._enqueue_script = queue.register_script(_ENQUEUE_SCRIPT)
 
-    async def _enqueue(self, rows: list[PendingJob]) -> list[QueuedJob]:
-        """Queues the rows as batch jobs, each unless ARQ has its id (queued, running or done);
-        returns the jobs queued.
+    async def _enqueue(
+        self, rows: list[PendingJob], *, replace_finished: bool = False
+    ) -> list[QueuedJob]:
+        """Queues the rows as batch jobs, each unless ARQ has its id (queued, running or done;
+        with `replace_finished`, only queued or running); returns the jobs queued.
 
         What `ArqRedis.enqueue_job` does for one job (a WATCH, an EXISTS, then MULTI/EXEC: three
         round trips on a connection of its own), done for all of them in one script, which
@@ -188,7 +195,11 @@ class OutboxRelay:
         jobs = batch_jobs(rows, self._settings.job_batch_size)
         enqueued_at_ms = timestamp_ms()
         keys = [self._settings.queue_name]
-        args: list[bytes | str | int] = [self._queue.expires_extra_ms, enqueued_at_ms]
+        args: list[bytes | str | int] = [
+            self._queue.expires_extra_ms,
+            enqueued_at_ms,
+            "1" if replace_finished else "0",
+        ]
         for job in jobs:
             payload = serialize_job(
                 job.function,
@@ -238,8 +249,9 @@ class OutboxRelay:
         """Hands over again jobs whose work is still not done long after they were handed over.
 
         Redis can lose queued jobs (a restart without persistence, a failover, an eviction), and
-        their orders would then wait for ever. A copy of a job ARQ still knows is dropped by it,
-        so this only brings back what was lost; returns how many jobs were queued again.
+        ARQ can finish one without its work done; their orders would then wait for ever. A copy
+        of a job ARQ still has queued or running is dropped, so this only brings back what was
+        lost or ended unfinished; returns how many jobs were queued again.
         """
         acquire_timeout_s = self._settings.db_pool_acquire_timeout_s
         async with connection(self._pool, acquire_timeout_s) as conn, conn.transaction():
@@ -248,7 +260,10 @@ class OutboxRelay:
             )
             if not batch:
                 return 0
-            queued = await self._enqueue(batch)
+            # A job ARQ finished without doing its work (it failed in ARQ itself, outside the
+            # jobs' own handling: a Redis error while it was claimed, its timeout) keeps its
+            # result for a day, which would drop every copy of it meanwhile.
+            queued = await self._enqueue(batch, replace_finished=True)
             # Restarts the clock, so each unfinished job is looked at once per period.
             await outbox_repo.mark_delivered(conn, [job.id for job in batch])
         # Rows handed over again in the same batch as before are dropped by ARQ if it still has

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job
 
 from kit.settings import Settings
@@ -149,6 +150,33 @@ async def test_jobs_redis_still_has_or_that_are_dead_are_not_handed_over_again(
     assert await relay.redeliver_lost() == 0  # ARQ has it again, and drops the copy
     assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{queued}") is not None
     assert await arq_redis.zscore(settings.queue_name, f"reserve_inventory:{dead}") is None
+
+
+async def test_a_job_arq_finished_without_its_work_done_is_handed_over_again(
+    api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    worker_context: WorkerContext,
+    arq_redis: ArqRedis,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=5)
+    order_id = await place(api, client_key, product.id)
+    relay = eager_relay(worker_context, arq_redis, settings)
+    await relay.deliver_pending()
+    job_id = f"reserve_inventory:{order_id}"
+    # What ARQ leaves of a job it failed itself: no job key, a result kept for a day.
+    await arq_redis.delete(job_key_prefix + job_id)
+    await arq_redis.zrem(settings.queue_name, job_id)
+    await arq_redis.set(result_key_prefix + job_id, b"failed", ex=24 * 3600)
+    await asyncio.sleep(0.05)
+
+    assert await relay.redeliver_lost() == 1
+    assert await arq_redis.zscore(settings.queue_name, job_id) is not None
+    assert await arq_redis.exists(result_key_prefix + job_id) == 0
+    await asyncio.sleep(0.05)
+    assert await relay.redeliver_lost() == 0  # queued now: the copy is dropped
 
 
 async def test_pokes_that_arrive_while_a_notification_is_in_flight_share_the_next_one(
