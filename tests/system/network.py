@@ -10,7 +10,9 @@ Every namespace and link is named after the process that made it, so that `close
 `remove_leftovers()`, after a run that was killed before it could clean up) removes only those.
 """
 
+import contextlib
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +44,17 @@ def namespaces_usable() -> str | None:
 
 
 def remove_leftovers() -> None:
-    """Namespaces of a run whose process is gone (killed before it could clean up), and with
-    them their links."""
+    """Namespaces of a run whose process is gone (killed before it could clean up), the
+    servers still running in them, and their links."""
     for line in ip("netns", "list").splitlines():
         name = line.split()[0]
         if not name.startswith(NAMESPACE_PREFIX):
             continue
         owner = name.removeprefix(NAMESPACE_PREFIX).split("-", 1)[0]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            for pid in ip("netns", "pids", name).split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
             ip("netns", "delete", name)
     for line in ip("-o", "link", "show").splitlines():
         link = line.split(":")[1].strip().split("@")[0]

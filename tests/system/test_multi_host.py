@@ -30,6 +30,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.mailsink import MailSink
 from devstack.project import REPO_ROOT, alembic_upgrade_head
@@ -63,6 +65,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 MASTER = "orders"
 API_PORT = 8000
+WORKER_METRICS_PORT = 9100
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 HOSTS = {
@@ -238,7 +241,15 @@ def cluster() -> Iterator[Cluster]:
             for host in ("api1", "api2")
         ]
         workers = {
-            host: WorkerProcess(env, netns=network.netns(host)) for host in ("worker1", "worker2")
+            host: WorkerProcess(
+                {
+                    **env,
+                    "WORKER_METRICS_HOST": address[host],
+                    "WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+                },
+                netns=network.netns(host),
+            )
+            for host in ("worker1", "worker2")
         }
         nginx_dir = root / "nginx"
         nginx_dir.mkdir()
@@ -364,6 +375,42 @@ async def under_load(books: Books) -> AsyncIterator[None]:
         await loader
 
 
+async def reachable(address: str, port: int, timeout_s: float = 3.0) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def orders_served(api: ApiProcess) -> float:
+    """How many orders this API host has accepted since it started, from its own /metrics."""
+    async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
+        text = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "orders_http_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+        and sample.labels.get("method") == "POST"
+        and sample.labels.get("route") == "/v1/orders"
+        and sample.labels.get("status") == "201"
+    )
+
+
+def jobs_done(worker: WorkerProcess) -> int:
+    """Reservations and confirmations the worker logged, since it first started."""
+    output = worker.output()
+    return sum(
+        output.count(f'"{event}"')
+        for event in ("inventory_reserved", "inventory_not_reserved", "confirmation_sent")
+    )
+
+
 async def confirmed(db: asyncpg.Pool) -> int:
     count: int = await db.fetchval("SELECT count(*) FROM orders WHERE status = 'confirmed'")
     return count
@@ -373,23 +420,44 @@ async def test_a_worker_host_cut_off_for_ten_seconds_loses_and_doubles_nothing(
     cluster: Cluster, cluster_db: asyncpg.Pool, books: Books
 ) -> None:
     cut_off = cluster.workers["worker1"]
+    cut_off_address = cluster.network.hosts["worker1"]
+    served_before = [await orders_served(api) for api in cluster.apis]
     started = time.monotonic()
     async with under_load(books):
         await asyncio.sleep(5)
         before = await confirmed(cluster_db)
         cluster.network.cut("worker1")
         try:
-            await asyncio.sleep(PARTITION_S)
+            await asyncio.sleep(PARTITION_S / 2)
+            reachable_while_cut = await reachable(cut_off_address, WORKER_METRICS_PORT)
+            await asyncio.sleep(PARTITION_S / 2)
             during = await confirmed(cluster_db) - before
         finally:
             cluster.network.reconnect("worker1")
+        jobs_before_reconnected = jobs_done(cut_off)
         await asyncio.sleep(LOAD_S - (time.monotonic() - started))
+    reachable_after = time.monotonic()
+    await wait_for(lambda: reachable(cut_off_address, WORKER_METRICS_PORT), timeout_s=30)
+    reachable_after = time.monotonic() - reachable_after
+    served = [await orders_served(api) - served_before[n] for n, api in enumerate(cluster.apis)]
     await settle(books, cluster_db, list(cluster.workers.values()))
     counts = await check_the_books(books, cluster_db, cluster.mail, Settings())
 
+    assert not reachable_while_cut, "the partition did not cut the worker host off"
     assert during > 0, "the other worker host did not carry on"
     assert cut_off.running(), f"the cut-off worker exited:\n{cut_off.output()[-5_000:]}"
-    print(f"\npartition: {during} orders confirmed while worker1 was cut off; {counts}")
+    assert jobs_done(cut_off) > jobs_before_reconnected, "the worker host did not rejoin"
+    assert all(count > 0 for count in served), f"nginx sent no orders to an API host: {served}"
+    complaints = Counter(
+        event["event"]
+        for event in cut_off.log_events()
+        if event.get("level") in {"warning", "error"}
+    )
+    print(
+        f"\npartition: {during} orders confirmed while worker1 was cut off; orders accepted by "
+        f"each API host {served}; {counts}; what worker1 logged: {dict(complaints)}; "
+        f"reached again {reachable_after:.1f} s after the load"
+    )
 
 
 async def test_a_worker_host_lost_with_every_process_on_it_loses_and_doubles_nothing(
@@ -414,12 +482,14 @@ async def test_a_worker_host_lost_with_every_process_on_it_loses_and_doubles_not
         # The host comes back, as a machine that was rebooted: the worker starts again.
         lost.start()
         await lost.wait_until_started(timeout_s=60, starts=2)
-        await asyncio.sleep(max(0.0, LOAD_S - (time.monotonic() - started)))
+        jobs_before_back = jobs_done(lost)
+        await asyncio.sleep(max(5.0, LOAD_S - (time.monotonic() - started)))
     await settle(books, cluster_db, list(cluster.workers.values()))
     counts = await check_the_books(books, cluster_db, cluster.mail, Settings())
 
     assert pids, "no process ran on the lost host"
     assert before > 0
+    assert jobs_done(lost) > jobs_before_back, "the host came back but its worker ran nothing"
     print(f"\nlost host: {len(pids)} processes killed -9 on worker2; {counts}")
 
 
@@ -429,6 +499,7 @@ async def test_a_redis_failover_between_hosts_loses_and_doubles_nothing(
     old = cluster.master_host()
     assert old is not None
     new = next(host for host in cluster.redis if host != old)
+    subscribed = [api.output().count('"cache_listener_subscribed"') for api in cluster.apis]
     started = time.monotonic()
     try:
         async with under_load(books):
@@ -441,7 +512,17 @@ async def test_a_redis_failover_between_hosts_loses_and_doubles_nothing(
 
             await wait_for(promoted, timeout_s=30)
             promoted_s = time.monotonic() - killed_at
+            jobs_at_promotion = {host: jobs_done(w) for host, w in cluster.workers.items()}
             await asyncio.sleep(max(5.0, LOAD_S - (time.monotonic() - started)))
+
+        # Both API hosts subscribe again, to the new primary.
+        async def resubscribed() -> bool:
+            return all(
+                api.output().count('"cache_listener_subscribed"') >= subscribed[n] + 1
+                for n, api in enumerate(cluster.apis)
+            )
+
+        await wait_for(resubscribed, timeout_s=30)
         await settle(books, cluster_db, list(cluster.workers.values()))
         counts = await check_the_books(books, cluster_db, cluster.mail, Settings())
     finally:
@@ -453,4 +534,5 @@ async def test_a_redis_failover_between_hosts_loses_and_doubles_nothing(
 
     for host, worker in cluster.workers.items():
         assert worker.running(), f"{host}'s worker did not ride out the failover"
+        assert jobs_done(worker) > jobs_at_promotion[host], f"{host} did not follow the primary"
     print(f"\nRedis failover: {new} promoted {promoted_s:.1f} s after {old} was killed; {counts}")
