@@ -8,6 +8,8 @@ confirmation recorded (and one email, but for copies a test allows), with no job
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,25 @@ class Books:
     ) -> None:
         """`avoid` a product whose row the test has locked: the order's insert would wait."""
         await asyncio.gather(*(self.place(product_id, avoid=avoid) for _ in range(count)))
+
+
+@asynccontextmanager
+async def placing(books: Books, count: int, every_s: float) -> AsyncIterator[None]:
+    """Orders placed `count` at a time, then a pause of `every_s`, until the block ends: paced,
+    so that they keep the workers busy without piling up a backlog behind them."""
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            await books.place_many(count)
+            await asyncio.sleep(every_s)
+
+    loader = asyncio.create_task(load())
+    try:
+        yield
+    finally:
+        stop.set()
+        await loader
 
 
 async def settle(books: Books, db: asyncpg.Pool, workers: list[WorkerProcess]) -> float:

@@ -32,7 +32,7 @@ from kit.settings import Settings
 from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
 from tests.processes import ApiProcess, WorkerProcess
-from tests.system.books import WORKER_ENV, Books, check_the_books, settle
+from tests.system.books import WORKER_ENV, Books, check_the_books, placing, settle
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -122,16 +122,7 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
         httpx.AsyncClient(base_url=reader.url, timeout=10) as to_reader,
     ):
         books = Books(to_writer, client_key, {product.id: product.stock for product in products})
-        stop = asyncio.Event()
-
-        async def load() -> None:
-            # Paced: the orders keep the worker busy without piling up a backlog behind it.
-            while not stop.is_set():
-                await books.place_many(4)
-                await asyncio.sleep(0.05)
-
-        loader = asyncio.create_task(load())
-        try:
+        async with placing(books, 4, every_s=0.05):
 
             async def some_accepted() -> bool:
                 return len(books.accepted) >= 30
@@ -149,9 +140,6 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
             await wait_for(promoted, timeout_s=30)
             promoted_s = time.monotonic() - killed_at
             await asyncio.sleep(2)  # orders keep coming after the promotion
-        finally:
-            stop.set()
-            await loader
 
         # Both API processes subscribe again, to the new primary.
         async def resubscribed() -> bool:
