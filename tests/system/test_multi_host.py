@@ -16,8 +16,9 @@ to promote the other. The API and the workers reach Postgres through pgbouncer (
 LISTEN directly) and Redis through the sentinels only, as docs/deployment.md deploys them.
 
 Orders are placed through nginx at a modest rate while, one test each, a worker host is cut off
-for 10 s, every process of a worker host is killed with -9 (and the host comes back), and the
-Redis primary is killed so that the sentinels promote the replica. Afterwards the books
+for 10 s (its worker supervised: restarted should it exit, as compose's restart policy does),
+every process of a worker host is killed with -9 (and the host comes back), and the Redis
+primary is killed so that the sentinels promote the replica. Afterwards the books
 (tests/system/books.py): every accepted order confirmed or rejected, stock that adds up, one
 confirmation email per confirmed order, nothing dead.
 """
@@ -488,8 +489,7 @@ async def test_a_worker_host_lost_with_every_process_on_it_loses_and_doubles_not
         await asyncio.sleep(5)
         before = await confirmed(cluster_db)
         # The host comes back, as a machine that was rebooted: the worker starts again.
-        lost.start()
-        await lost.wait_until_started(timeout_s=60, starts=2)
+        await restart(lost)
         jobs_before_back = jobs_done(lost)
         await asyncio.sleep(max(5.0, LOAD_S - (time.monotonic() - started)))
     await settle(books, cluster_db, list(cluster.workers.values()))
