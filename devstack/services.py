@@ -772,6 +772,28 @@ class SentinelService(_RedisProtocolServer):
         self._spawn([binary, str(self.config_path)])
         self._wait_until_answering(timeout)
 
+    def sees(self, *, replicas: int, other_sentinels: int) -> bool:
+        """Whether this sentinel knows at least that many replicas of its master and other
+        sentinels watching it: what it learns through the master within a few seconds."""
+        with self.client() as client:
+            fields = client.sentinel_master(self.master_name)
+        return (
+            int(fields["num-slaves"]) >= replicas
+            and int(fields["num-other-sentinels"]) >= other_sentinels
+        )
+
+    def wait_until_sees(
+        self, *, replicas: int, other_sentinels: int, timeout: float = 30.0
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.sees(replicas=replicas, other_sentinels=other_sentinels):
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"the sentinel on {self.address} did not find {replicas} replicas and "
+                    f"{other_sentinels} other sentinels within {timeout:g}s"
+                )
+            time.sleep(0.1)
+
     def master_address(self) -> tuple[str, int] | None:
         """Where this sentinel says the master is now."""
         with self.client() as client:

@@ -111,14 +111,6 @@ class Cluster:
         by_address = {(redis.host, redis.port): host for host, redis in self.redis.items()}
         return by_address.get(address)
 
-    def sentinels_in_step(self) -> bool:
-        for sentinel in self.sentinels:
-            with sentinel.client() as client:
-                fields = client.sentinel_master(MASTER)
-            if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
-                return False
-        return True
-
 
 def nginx_config(upstreams: list[str], prefix: Path) -> str:
     """deploy/nginx.conf with these upstreams in place of compose's DNS name, its temporary
@@ -287,10 +279,8 @@ def cluster() -> Iterator[Cluster]:
             workers,
             nginx,
         )
-        deadline = time.monotonic() + 30
-        while not stack.sentinels_in_step():
-            assert time.monotonic() < deadline, "the sentinels did not find each other"
-            time.sleep(0.1)
+        for sentinel in sentinels:
+            sentinel.wait_until_sees(replicas=1, other_sentinels=2)
         yield stack
     finally:
         _kill_all(started)

@@ -56,14 +56,6 @@ class SentinelStack:
             "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
         }
 
-    def all_see_each_other(self) -> bool:
-        for sentinel in self.sentinels:
-            with sentinel.client() as client:
-                fields = client.sentinel_master(MASTER)
-            if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
-                return False
-        return True
-
 
 @pytest.fixture
 def sentinel_stack() -> Iterator[SentinelStack]:
@@ -80,13 +72,10 @@ def sentinel_stack() -> Iterator[SentinelStack]:
         for service in (primary, replica, *sentinels):
             started.append(service)
             service.start()
-        stack = SentinelStack(primary, replica, sentinels)
-        deadline = time.monotonic() + 30
         # Sentinels find the replica and each other through the primary, within a few seconds.
-        while not stack.all_see_each_other():
-            assert time.monotonic() < deadline, "the sentinels did not find each other"
-            time.sleep(0.1)
-        yield stack
+        for sentinel in sentinels:
+            sentinel.wait_until_sees(replicas=1, other_sentinels=2)
+        yield SentinelStack(primary, replica, sentinels)
     finally:
         for service in reversed(started):
             service.kill()
