@@ -112,10 +112,10 @@ class Network:
 
     def cut(self, host: str) -> None:
         """The host's port on the switch down: a partition, the host itself left running."""
-        ip("-n", self.switch, "link", "set", host, "down")
+        ip("-n", self.switch, "link", "set", "dev", host, "down")
 
     def reconnect(self, host: str) -> None:
-        ip("-n", self.switch, "link", "set", host, "up")
+        ip("-n", self.switch, "link", "set", "dev", host, "up")
 
     def pids(self, host: str) -> list[int]:
         """Every process running in the host's namespace."""
@@ -139,5 +139,5 @@ class Network:
         self._namespaces.append(namespace)
 
     def _plug(self, port: str) -> None:
-        ip("-n", self.switch, "link", "set", port, "master", "switch")
-        ip("-n", self.switch, "link", "set", port, "up")
+        ip("-n", self.switch, "link", "set", "dev", port, "master", "switch")
+        ip("-n", self.switch, "link", "set", "dev", port, "up")
