@@ -19,6 +19,7 @@ from pathlib import Path
 
 SUBNET = "10.77.0"
 PREFIX_LENGTH = 24
+NETWORK = f"{SUBNET}.0/{PREFIX_LENGTH}"
 CLIENT_ADDRESS = f"{SUBNET}.1"
 NAMESPACE_PREFIX = "orders-mh"
 
