@@ -88,19 +88,30 @@ async def settle(books: Books, db: asyncpg.Pool, workers: list[WorkerProcess]) -
     """Waits until every accepted order is finished; returns how long that took."""
     started = time.monotonic()
 
-    async def finished() -> bool:
-        unfinished = await db.fetchval(
-            "SELECT count(*) FROM orders WHERE id = any($1::bigint[]) AND NOT ("
-            " status = 'rejected' OR (status = 'confirmed' AND confirmation_sent_at IS NOT NULL))",
+    async def unfinished() -> list[asyncpg.Record]:
+        return await db.fetch(
+            "SELECT id, status, confirmation_sent_at FROM orders WHERE id = any($1::bigint[])"
+            " AND NOT (status = 'rejected'"
+            " OR (status = 'confirmed' AND confirmation_sent_at IS NOT NULL))",
             list(books.accepted),
         )
-        return unfinished == 0
+
+    async def finished() -> bool:
+        return not await unfinished()
 
     try:
         await wait_for(finished, timeout_s=60)
     except TimeoutError:
+        print(f"unfinished orders: {[dict(order) for order in await unfinished()][:20]}")
         for worker in workers:
-            print(worker.output()[-20_000:])
+            output = worker.output()
+            # ARQ's own failures ("! job failed", "job ... expired") from the whole run.
+            print(
+                "\n".join(
+                    line for line in output.splitlines() if " ! " in line or "expired" in line
+                )
+            )
+            print(output[-20_000:])
         raise
     return time.monotonic() - started
 
