@@ -129,11 +129,21 @@ def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
 
 
+def find_nginx() -> str | None:
+    # Debian installs it in /usr/sbin, which is not on every user's PATH.
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin")
+
+
 def ensure_binaries(
-    *, postgres: bool = True, redis: bool = True, pgbouncer: bool = False, sentinel: bool = False
+    *,
+    postgres: bool = True,
+    redis: bool = True,
+    pgbouncer: bool = False,
+    sentinel: bool = False,
+    nginx: bool = False,
 ) -> None:
-    """Install redis-server and PostgreSQL (and, when asked, pgbouncer and redis-sentinel) with
-    apt-get when missing, if we are root.
+    """Install redis-server and PostgreSQL (and, when asked, pgbouncer, redis-sentinel and
+    nginx) with apt-get when missing, if we are root.
 
     Raises MissingBinariesError, naming the packages, when they are missing and cannot be
     installed from here.
@@ -147,6 +157,8 @@ def ensure_binaries(
         packages.append("pgbouncer")
     if sentinel and shutil.which("redis-sentinel") is None:
         packages.append("redis-sentinel")
+    if nginx and find_nginx() is None:
+        packages.append("nginx")
     if packages:
         if not _running_as_root() or shutil.which("apt-get") is None:
             raise MissingBinariesError(
@@ -167,6 +179,8 @@ def ensure_binaries(
             raise MissingBinariesError("pgbouncer is still not found after installing it")
         if sentinel and shutil.which("redis-sentinel") is None:
             raise MissingBinariesError("redis-sentinel is still not on PATH after installing it")
+        if nginx and find_nginx() is None:
+            raise MissingBinariesError("nginx is still not found after installing it")
     if (postgres or pgbouncer) and _running_as_root():
         _ensure_os_user(POSTGRES_OS_USER)
 
@@ -261,9 +275,12 @@ class _ServerProcess:
 
     name = "server"
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, netns: str | None = None) -> None:
         self.data_dir = data_dir.absolute()
         self.port = port
+        # The network namespace to run in (`ip netns exec`), as on a host of its own; None for
+        # ours. The programs that wait for it and talk to it run in ours, over its address.
+        self.netns = netns
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -295,6 +312,17 @@ class _ServerProcess:
     def _spawn(self, argv: Sequence[str], os_user: OsUser | None = None) -> None:
         if self.running:
             raise ServiceError(f"{self.name} on port {self.port} is already running")
+        if self.netns is not None:
+            # Entering a namespace takes root, so the switch to os_user comes after it.
+            prefix = ["ip", "netns", "exec", self.netns]
+            if os_user is not None:
+                prefix += [
+                    "setpriv",
+                    f"--reuid={os_user.uid}",
+                    f"--regid={os_user.gid}",
+                    "--clear-groups",
+                ]
+            argv, os_user = [*prefix, *argv], None
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 argv,
@@ -350,10 +378,12 @@ def _sql_identifier(value: str) -> str:
 
 
 class PostgresService(_ServerProcess):
-    """A throwaway PostgreSQL cluster in `data_dir`/data, listening on 127.0.0.1:`port` only.
+    """A throwaway PostgreSQL cluster in `data_dir`/data, listening on `host`:`port` only
+    (127.0.0.1 by default).
 
     The first start runs initdb; every start makes sure the application role and database
-    exist. Anyone on loopback may connect without a password (trust); unix sockets are off.
+    exist. Anyone on loopback, or in the `clients` network, may connect without a password
+    (trust); unix sockets are off.
     With fsync=False it is faster and still keeps every commit when the server is killed; only
     a crash of the machine itself could lose data.
     """
@@ -371,8 +401,14 @@ class PostgresService(_ServerProcess):
         password: str = "orders",  # noqa: S107
         database: str = "orders",
         settings: Mapping[str, str] | None = None,
+        host: str = LOOPBACK,
+        clients: str | None = None,
+        netns: str | None = None,
     ) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port, netns=netns)
+        self.host = host
+        # A network (CIDR) whose hosts may connect too, written to pg_hba.conf by initdb.
+        self.clients = clients
         self.fsync = fsync
         self.user = user
         self.password = password
@@ -387,7 +423,7 @@ class PostgresService(_ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{self.database}"
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
 
     @property
     def bindir(self) -> Path:
@@ -424,7 +460,7 @@ class PostgresService(_ServerProcess):
                 "--no-align",
                 "--tuples-only",
                 "--set=ON_ERROR_STOP=1",
-                f"--host={LOOPBACK}",
+                f"--host={self.host}",
                 f"--port={self.port}",
                 f"--username={POSTGRES_SUPERUSER}",
                 f"--dbname={database or self.database}",
@@ -444,7 +480,7 @@ class PostgresService(_ServerProcess):
     def _server_options(self) -> list[str]:
         settings = {
             "port": str(self.port),
-            "listen_addresses": LOOPBACK,
+            "listen_addresses": self.host,
             "unix_socket_directories": "",
             "fsync": "on" if self.fsync else "off",
         }
@@ -504,9 +540,11 @@ class PostgresService(_ServerProcess):
             )
         hba = self.cluster_dir / "pg_hba.conf"
         hba.write_text(
-            "# Written by devstack: a throwaway cluster, reachable over TCP from loopback only,\n"
-            "# where every role logs in without a password.\n"
+            "# Written by devstack: a throwaway cluster, reachable over TCP from loopback (and\n"
+            "# from the clients' network, if any) only, where every role logs in without a\n"
+            "# password.\n"
             "host all all 127.0.0.1/32 trust\n"
+            + ("" if self.clients is None else f"host all all {self.clients} trust\n")
         )
         if os_user is not None:
             os.chown(hba, os_user.uid, os_user.gid)
@@ -519,7 +557,7 @@ class PostgresService(_ServerProcess):
                 [
                     str(self.bindir / "pg_isready"),
                     "--quiet",
-                    f"--host={LOOPBACK}",
+                    f"--host={self.host}",
                     f"--port={self.port}",
                     f"--username={POSTGRES_SUPERUSER}",
                     "--dbname=postgres",
@@ -561,8 +599,16 @@ class PostgresService(_ServerProcess):
 class _RedisProtocolServer(_ServerProcess):
     """A server that speaks Redis's protocol on `host`:`port`: redis-server or redis-sentinel."""
 
-    def __init__(self, data_dir: Path, port: int, *, host: str = LOOPBACK) -> None:
-        super().__init__(data_dir, port)
+    @property
+    def protected_mode(self) -> str:
+        # Protected mode refuses clients from other hosts to a server without a password; on
+        # any address but loopback, other hosts are who it is bound for (a test's network).
+        return "yes" if self.host == LOOPBACK else "no"
+
+    def __init__(
+        self, data_dir: Path, port: int, *, host: str = LOOPBACK, netns: str | None = None
+    ) -> None:
+        super().__init__(data_dir, port, netns=netns)
         self.host = host
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -610,8 +656,9 @@ class RedisService(_RedisProtocolServer):
         *,
         host: str = LOOPBACK,
         replica_of: tuple[str, int] | None = None,
+        netns: str | None = None,
     ) -> None:
-        super().__init__(data_dir, port, host=host)
+        super().__init__(data_dir, port, host=host, netns=netns)
         self.replica_of = replica_of
 
     @property
@@ -634,6 +681,8 @@ class RedisService(_RedisProtocolServer):
                 str(self.port),
                 "--bind",
                 self.host,
+                "--protected-mode",
+                self.protected_mode,
                 "--save",
                 "",
                 "--appendonly",
@@ -676,8 +725,9 @@ class SentinelService(_RedisProtocolServer):
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
         host: str = LOOPBACK,
+        netns: str | None = None,
     ) -> None:
-        super().__init__(data_dir, port, host=host)
+        super().__init__(data_dir, port, host=host, netns=netns)
         self.master = master
         self.master_name = master_name
         self.quorum = quorum
@@ -710,6 +760,7 @@ class SentinelService(_RedisProtocolServer):
             self.config_path.write_text(
                 f"port {self.port}\n"
                 f"bind {self.host}\n"
+                f"protected-mode {self.protected_mode}\n"
                 "daemonize no\n"
                 'logfile ""\n'
                 f"dir {self.data_dir}\n"
@@ -720,6 +771,28 @@ class SentinelService(_RedisProtocolServer):
             )
         self._spawn([binary, str(self.config_path)])
         self._wait_until_answering(timeout)
+
+    def sees(self, *, replicas: int, other_sentinels: int) -> bool:
+        """Whether this sentinel knows at least that many replicas of its master and other
+        sentinels watching it: what it learns through the master within a few seconds."""
+        with self.client() as client:
+            fields = client.sentinel_master(self.master_name)
+        return (
+            int(fields["num-slaves"]) >= replicas
+            and int(fields["num-other-sentinels"]) >= other_sentinels
+        )
+
+    def wait_until_sees(
+        self, *, replicas: int, other_sentinels: int, timeout: float = 30.0
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.sees(replicas=replicas, other_sentinels=other_sentinels):
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"the sentinel on {self.address} did not find {replicas} replicas and "
+                    f"{other_sentinels} other sentinels within {timeout:g}s"
+                )
+            time.sleep(0.1)
 
     def master_address(self) -> tuple[str, int] | None:
         """Where this sentinel says the master is now."""
@@ -759,8 +832,9 @@ class PgBouncerService(_ServerProcess):
         connect_query: str | None = None,
         ignore_startup_parameters: Sequence[str] = (),
         host: str = LOOPBACK,
+        netns: str | None = None,
     ) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port, netns=netns)
         self.upstream = upstream
         # Startup parameters to accept and drop rather than refuse (pgbouncer refuses any it
         # does not track, such as statement_timeout).

@@ -30,10 +30,15 @@ BIN = Path(sys.executable).parent
 
 
 class ChildProcess(processes.ChildProcess):
-    """A child whose output the test reads, and whose death it causes."""
+    """A child whose output the test reads, and whose death it causes; in the network
+    namespace `netns` (`ip netns exec`) when given, as on a host of its own."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str] | None = None, *, netns: str | None = None
+    ) -> None:
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in close()
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
         super().__init__(argv, {**os.environ, "LOG_FORMAT": "json", **(env or {})}, self._log)
 
     def start(self) -> "ChildProcess":
@@ -61,12 +66,13 @@ class ChildProcess(processes.ChildProcess):
 class WorkerProcess(ChildProcess):
     """`arq worker.Settings`, with settings from the environment plus `env`."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__([str(BIN / "arq"), "worker.Settings"], env)
+    def __init__(self, env: dict[str, str] | None = None, *, netns: str | None = None) -> None:
+        super().__init__([str(BIN / "arq"), "worker.Settings"], env, netns=netns)
 
-    async def wait_until_started(self, timeout_s: float = 30.0) -> None:
+    async def wait_until_started(self, timeout_s: float = 30.0, *, starts: int = 1) -> None:
+        """Until the worker has started `starts` times in all (after restarts, more than one)."""
         deadline = time.monotonic() + timeout_s
-        while "worker_started" not in self.output():
+        while self.output().count("worker_started") < starts:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"the worker exited:\n{self.output()}")
@@ -83,20 +89,26 @@ class Server(enum.StrEnum):
 
 
 class ApiProcess(ChildProcess):
-    """The API on a free loopback port: the production Granian command (`api.server`), or
-    `uvicorn api.main:app`; extra command-line arguments after it."""
+    """The API on `host`:`port` (a free loopback port by default): the production Granian
+    command (`api.server`), or `uvicorn api.main:app`; extra command-line arguments after it."""
 
     def __init__(
-        self, *args: str, server: Server = Server.GRANIAN, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        server: Server = Server.GRANIAN,
+        env: dict[str, str] | None = None,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        netns: str | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.port = free_port() if port is None else port
+        self.url = f"http://{host}:{self.port}"
         if server is Server.GRANIAN:
-            argv = [str(BIN / "granian"), *granian_args(LOOPBACK, self.port)]
+            argv = [str(BIN / "granian"), *granian_args(host, self.port)]
         else:
             uvicorn = str(BIN / "uvicorn")
-            argv = [uvicorn, "api.main:app", "--host", LOOPBACK, "--port", str(self.port)]
-        super().__init__([*argv, *args], env)
+            argv = [uvicorn, "api.main:app", "--host", host, "--port", str(self.port)]
+        super().__init__([*argv, *args], env, netns=netns)
 
     async def wait_until_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -8,6 +8,8 @@ confirmation recorded (and one email, but for copies a test allows), with no job
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,23 +65,53 @@ class Books:
         await asyncio.gather(*(self.place(product_id, avoid=avoid) for _ in range(count)))
 
 
+@asynccontextmanager
+async def placing(books: Books, count: int, every_s: float) -> AsyncIterator[None]:
+    """Orders placed `count` at a time, then a pause of `every_s`, until the block ends: paced,
+    so that they keep the workers busy without piling up a backlog behind them."""
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            await books.place_many(count)
+            await asyncio.sleep(every_s)
+
+    loader = asyncio.create_task(load())
+    try:
+        yield
+    finally:
+        stop.set()
+        await loader
+
+
 async def settle(books: Books, db: asyncpg.Pool, workers: list[WorkerProcess]) -> float:
     """Waits until every accepted order is finished; returns how long that took."""
     started = time.monotonic()
 
-    async def finished() -> bool:
-        unfinished = await db.fetchval(
-            "SELECT count(*) FROM orders WHERE id = any($1::bigint[]) AND NOT ("
-            " status = 'rejected' OR (status = 'confirmed' AND confirmation_sent_at IS NOT NULL))",
+    async def unfinished() -> list[asyncpg.Record]:
+        return await db.fetch(
+            "SELECT id, status, confirmation_sent_at FROM orders WHERE id = any($1::bigint[])"
+            " AND NOT (status = 'rejected'"
+            " OR (status = 'confirmed' AND confirmation_sent_at IS NOT NULL))",
             list(books.accepted),
         )
-        return unfinished == 0
+
+    async def finished() -> bool:
+        return not await unfinished()
 
     try:
         await wait_for(finished, timeout_s=60)
     except TimeoutError:
+        print(f"unfinished orders: {[dict(order) for order in await unfinished()][:20]}")
         for worker in workers:
-            print(worker.output()[-20_000:])
+            output = worker.output()
+            # ARQ's own failures ("! job failed", "job ... expired") from the whole run.
+            print(
+                "\n".join(
+                    line for line in output.splitlines() if " ! " in line or "expired" in line
+                )
+            )
+            print(output[-20_000:])
         raise
     return time.monotonic() - started
 

@@ -34,7 +34,7 @@ from shop.catalogue.schemas import ProductPublic
 from tests.app_fixtures import bearer, wait_for
 from tests.ordersctl.fixtures import ctl_json
 from tests.processes import ApiProcess, WorkerProcess
-from tests.system.books import WORKER_ENV, Books, check_the_books, settle
+from tests.system.books import WORKER_ENV, Books, check_the_books, placing, settle
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -58,14 +58,6 @@ class SentinelStack:
             "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
         }
 
-    def all_see_each_other(self) -> bool:
-        for sentinel in self.sentinels:
-            with sentinel.client() as client:
-                fields = client.sentinel_master(MASTER)
-            if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
-                return False
-        return True
-
 
 @pytest.fixture
 def sentinel_stack() -> Iterator[SentinelStack]:
@@ -82,13 +74,10 @@ def sentinel_stack() -> Iterator[SentinelStack]:
         for service in (primary, replica, *sentinels):
             started.append(service)
             service.start()
-        stack = SentinelStack(primary, replica, sentinels)
-        deadline = time.monotonic() + 30
         # Sentinels find the replica and each other through the primary, within a few seconds.
-        while not stack.all_see_each_other():
-            assert time.monotonic() < deadline, "the sentinels did not find each other"
-            time.sleep(0.1)
-        yield stack
+        for sentinel in sentinels:
+            sentinel.wait_until_sees(replicas=1, other_sentinels=2)
+        yield SentinelStack(primary, replica, sentinels)
     finally:
         for service in reversed(started):
             service.kill()
@@ -124,16 +113,7 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
         httpx.AsyncClient(base_url=reader.url, timeout=10) as to_reader,
     ):
         books = Books(to_writer, client_key, {product.id: product.stock for product in products})
-        stop = asyncio.Event()
-
-        async def load() -> None:
-            # Paced: the orders keep the worker busy without piling up a backlog behind it.
-            while not stop.is_set():
-                await books.place_many(4)
-                await asyncio.sleep(0.05)
-
-        loader = asyncio.create_task(load())
-        try:
+        async with placing(books, 4, every_s=0.05):
 
             async def some_accepted() -> bool:
                 return len(books.accepted) >= 30
@@ -151,9 +131,6 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
             await wait_for(promoted, timeout_s=30)
             promoted_s = time.monotonic() - killed_at
             await asyncio.sleep(2)  # orders keep coming after the promotion
-        finally:
-            stop.set()
-            await loader
 
         # Both API processes subscribe again, to the new primary.
         async def resubscribed() -> bool:
