@@ -168,6 +168,16 @@ class JobRunner:
         options.update(overrides)
         return Worker(**options)
 
+    async def run_queued(self) -> Worker:
+        """Runs what the queue holds now in a burst worker, as a worker process would; returns
+        the worker, for its counts."""
+        worker = self.worker()
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return worker
+
     async def run_until_idle(self, rounds: int = 10) -> int:
         """Delivers the outbox and runs jobs until neither has anything left; returns jobs run."""
         jobs_run = 0
@@ -175,11 +185,7 @@ class JobRunner:
             delivered = await self.relay.deliver_pending()
             if not delivered:
                 return jobs_run
-            worker = self.worker()
-            try:
-                await worker.main()
-            finally:
-                await worker.close()
+            worker = await self.run_queued()
             jobs_run += worker.jobs_complete + worker.jobs_failed
         raise AssertionError(f"the pipeline was still busy after {rounds} rounds")
 

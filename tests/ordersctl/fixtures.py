@@ -85,11 +85,7 @@ async def every_state(
     await arq_redis.enqueue_job(
         "send_confirmation", 999_998, customer_email="grace@example.com", _job_id="bad-call"
     )
-    worker = jobs.worker()
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await jobs.run_queued()
 
     # Left waiting: the outbox row of this order is never relayed; its job is queued by hand.
     waiting = await place(api, client_key, product.id)

@@ -72,11 +72,7 @@ async def place(api: httpx.AsyncClient, key: str, product_id: int, quantity: int
 
 
 async def run_queued_jobs(runner: JobRunner) -> None:
-    worker = runner.worker()
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await runner.run_queued()
 
 
 async def dead_jobs(db: asyncpg.Pool) -> list[asyncpg.Record]:

@@ -67,11 +67,7 @@ async def test_jobs_that_redis_lost_are_handed_over_again_and_run_once(
     # Both rows again, as the same batch job: ARQ has nothing under its id any more.
     assert await relay.redeliver_lost() == 2
     assert await arq_redis.zscore(settings.queue_name, batch) is not None
-    worker = jobs.worker()
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await jobs.run_queued()
     await jobs.run_until_idle()
     assert await relay.redeliver_lost() == 0
 

@@ -216,11 +216,7 @@ async def test_first_tries_go_to_the_queue_together_as_one_job(
         queued = [
             job.decode() for job in await runner.context.redis.zrange(settings.queue_name, 0, -1)
         ]
-        worker = runner.worker()
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await runner.run_queued()
 
     hooks = [job for job in queued if job.startswith("deliver_webhook:")]
     assert len(hooks) == 1
