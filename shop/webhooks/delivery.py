@@ -231,7 +231,8 @@ class Batch:
 class _Made:
     work: DeliveryWork
     attempted_at: datetime
-    answer: Answer
+    # None: finished without a request, its endpoint deleted or disabled since the event.
+    answer: Answer | None
 
 
 async def deliver(
@@ -266,7 +267,7 @@ async def deliver_many(
             continue
         if work.url is None or work.disabled:
             # Deleted or disabled since the event: finished without a request.
-            made.append(_Made(work, datetime.now(UTC), _NOT_SENT))
+            made.append(_Made(work, datetime.now(UTC), None))
             continue
         by_endpoint.setdefault(work.endpoint_id, []).append(work)
     left: list[tuple[int, int]] = []
@@ -279,10 +280,6 @@ async def deliver_many(
         for one in made:
             results[one.work.id] = await _record(conn, settings, one)
     return Batch(results, left)
-
-
-# What a try of a deleted or disabled endpoint's delivery comes to: finished, no request.
-_NOT_SENT = Answer(status_code=None, error=None, body=None, latency_ms=0)
 
 
 async def _send_to_endpoint(
@@ -356,7 +353,7 @@ async def _record(conn: asyncpg.Connection, settings: Settings, made: _Made) -> 
     """Records the try and what it means for the delivery: delivered, retried or dead."""
     work, answer = made.work, made.answer
     attempt = work.attempts
-    if answer is _NOT_SENT:
+    if answer is None:
         await webhooks_repo.record_attempt(
             conn, work, status=WebhookDeliveryStatus.DEAD, next_attempt_at=None, attempt=None
         )

@@ -515,6 +515,28 @@ async def test_redirects_are_not_followed_and_only_a_few_kib_of_an_answer_are_ke
     assert 0 < kept <= delivery.KEPT_ANSWER_BYTES
 
 
+async def test_a_delivery_whose_endpoint_was_deleted_ends_without_a_request(
+    hook_api: httpx.AsyncClient,
+    client_key: str,
+    make_product: MakeProduct,
+    settings: Settings,
+    db: asyncpg.Pool,
+) -> None:
+    product = await make_product(stock=5)
+    async with running_receiver() as receiver, pipeline(settings) as runner:
+        endpoint = await register(hook_api, client_key, receiver.url, ["order.created"])
+        await place(hook_api, client_key, product.id)
+        deleted = await hook_api.delete(
+            f"/v1/webhook-endpoints/{endpoint['id']}", headers=bearer(client_key)
+        )
+        await runner.run_until_idle()
+
+    assert deleted.status_code == 204
+    assert receiver.received == []
+    assert await db.fetchval("SELECT status FROM webhook_deliveries") == "dead"
+    assert await db.fetchval("SELECT count(*) FROM webhook_attempts") == 0
+
+
 async def test_a_try_that_runs_twice_sends_and_records_once(
     hook_api: httpx.AsyncClient,
     client_key: str,
