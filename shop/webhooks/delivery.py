@@ -299,15 +299,16 @@ async def _send_to_endpoint(
         nonlocal no_answer
         while queue:
             work = queue.pop()
-            if no_answer is not None:
-                made.append(_Made(work, datetime.now(UTC), _skipped(no_answer)))
-                continue
-            if deadline is not None and time.monotonic() + settings.webhook_timeout_s > deadline:
-                left.append((work.id, work.attempts))
-                continue
+            # Both checked once the slot is ours: the wait for it may have taken a while.
             async with sender.request_slot(work.endpoint_id):
                 if no_answer is not None:
                     made.append(_Made(work, datetime.now(UTC), _skipped(no_answer)))
+                    continue
+                if (
+                    deadline is not None
+                    and time.monotonic() + settings.webhook_timeout_s > deadline
+                ):
+                    left.append((work.id, work.attempts))
                     continue
                 attempted_at = datetime.now(UTC)
                 answer = await _post(sender, work)
