@@ -8,7 +8,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from arq import Worker
 from arq.connections import ArqRedis, RedisSettings
 from arq.connections import create_pool as create_arq_pool
 from fastapi import FastAPI
@@ -19,6 +18,7 @@ from shop.catalogue import repository as products_repo
 from shop.catalogue.schemas import ProductCreate, ProductPublic
 from shop.clients.service import create_client
 from shop.jobs.relay import OutboxRelay
+from worker.arq_worker import ClaimSafeWorker
 from worker.context import WorkerContext
 from worker.monitor import WorkerMonitor
 from worker.settings import WorkerSettings, create_worker_context
@@ -152,7 +152,7 @@ class JobRunner:
         # Counts outcomes as a worker process does (for `ordersctl queue`); no heartbeat here.
         self.monitor = WorkerMonitor(queue, settings)
 
-    def worker(self, **overrides: Any) -> Worker:
+    def worker(self, **overrides: Any) -> ClaimSafeWorker:
         options: dict[str, Any] = {
             "functions": WorkerSettings.functions,
             "queue_name": self.settings.queue_name,
@@ -166,9 +166,9 @@ class JobRunner:
             "allow_abort_jobs": WorkerSettings.allow_abort_jobs,
         }
         options.update(overrides)
-        return Worker(**options)
+        return ClaimSafeWorker(**options)
 
-    async def run_queued(self) -> Worker:
+    async def run_queued(self) -> ClaimSafeWorker:
         """Runs what the queue holds now in a burst worker, as a worker process would; returns
         the worker, for its counts."""
         worker = self.worker()
