@@ -170,9 +170,11 @@ async def test_a_killed_primary_is_replaced_and_nothing_is_lost(
         finally:
             get_settings.cache_clear()
     redelivered = worker.output().count('"outbox_redelivered"')
+    claims_cut_off = worker.output().count('"job_claim_interrupted"')
     print(
         f"\nSentinel failover: replica promoted {promoted_s:.1f} s after the kill, both APIs "
         f"subscribed to it {followed_s:.1f} s after; all settled "
         f"{settled_s:.1f} s after the kill; {counts}; "
-        f"redelivery sweeps that found lost jobs: {redelivered}"
+        f"redelivery sweeps that found lost jobs: {redelivered}; job claims the failover cut "
+        f"off, left for the next poll: {claims_cut_off}"
     )
