@@ -9,9 +9,13 @@ throughout, as a table in production holds its retention window:
 - `no_index`: without `ix_outbox_delivered_at`, the schema before the purge: what the index
   costs the claim, which writes it;
 - `index`: today's schema, no purge running;
-- `purging`: today's schema, a purge deleting due rows in batches back to back all through the
-  arm, as the worker's cron does once a minute for as long as a minute of orders takes
-  (kit/purge.py); its rows are topped up before the arm.
+- `flat_out`: today's schema, the outbox purge (shop/jobs/retention.py) deleting due rows all
+  through the arm with PURGE_PAUSE_FACTOR=0, batches back to back;
+- `paced`: the same purge as it runs in the worker's cron, pausing after each batch
+  (PURGE_PAUSE_FACTOR's default).
+
+The purge arms' due rows are topped up before each arm; a purge runs while a minute's orders
+become due, once a minute, so these arms show the order path while it runs.
 
 Prints a Markdown table of the medians over rounds (docs/decisions/0034-bounded-tables.md).
 """
@@ -44,9 +48,9 @@ from bench.stack import (
     tree_cpu_seconds,
 )
 from kit.settings import Settings
-from shop.jobs import outbox_repository as outbox_repo
+from shop.jobs import retention
 
-ARMS = ("no_index", "index", "purging")
+ARMS = ("no_index", "index", "flat_out", "paced")
 CONNECTIONS = 32
 RETENTION_S = 7 * 24 * 3600
 INDEX = "ix_outbox_delivered_at"
@@ -67,7 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = asyncio.run(seed(stack.postgres.url, 0, 100))
         api = stack.server("api", PRODUCTION_SERVER, "api.main:app", 1, PRODUCTION_POOL)
-        worker = start_worker(stack, "worker")
+        # The worker's own cron purge would delete the arms' due rows whenever it ran: its
+        # retention is beyond them, so that only the purge arms purge.
+        worker = start_worker(stack, "worker", {"OUTBOX_RETENTION_S": str(100 * RETENTION_S)})
+        retaining = Settings().model_copy(update={"outbox_retention_s": RETENTION_S})
+        purges = {
+            "flat_out": retaining.model_copy(update={"purge_pause_factor": 0.0}),
+            "paced": retaining,
+        }
         results: dict[str, list[load.LoadResult]] = {}
         worker_cpu: dict[str, list[float]] = {}
         purged: dict[str, list[int]] = {}
@@ -82,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tag = f"{arm.replace('_', '-')}{round_no}"
                 script.write_text(load.place_orders(data.api_key, tag, HOT_PRODUCTS, True))
                 result, cpu, deleted = _measure(
-                    wrk, api, worker, stack, script, args.seconds, purge=arm == "purging"
+                    wrk, api, worker, stack, script, args.seconds, purge=purges.get(arm)
                 )
                 results.setdefault(arm, []).append(result)
                 worker_cpu.setdefault(arm, []).append(cpu)
@@ -140,12 +151,13 @@ def _measure(
     script: Path,
     seconds: float,
     *,
-    purge: bool,
+    purge: Settings | None,
 ) -> tuple[load.LoadResult, float, int]:
     stop = threading.Event()
     deleted = [0]
     purger = threading.Thread(
-        target=lambda: asyncio.run(_purge_until(stack.postgres.url, stop, deleted)), daemon=True
+        target=lambda: asyncio.run(_purge_until(stack.postgres.url, purge, stop, deleted)),
+        daemon=True,
     )
     before = tree_cpu_seconds(worker.pid)
     if purge:
@@ -168,20 +180,17 @@ def _measure(
     return result, (tree_cpu_seconds(worker.pid) - before) / result.seconds, deleted[0]
 
 
-async def _purge_until(dsn: str, stop: threading.Event, deleted: list[int]) -> None:
-    """The outbox purge's batches (`delete_delivered`, PURGE_BATCH_SIZE, its lock timeout),
-    back to back until told to stop."""
-    settings = Settings()
-    conn = await asyncpg.connect(dsn, timeout=10)
+async def _purge_until(
+    dsn: str, settings: Settings | None, stop: threading.Event, deleted: list[int]
+) -> None:
+    """The worker's outbox purge, run after run, until told to stop."""
+    assert settings is not None
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
-        await conn.execute(f"SET lock_timeout = {int(settings.purge_lock_timeout_ms)}")
         while not stop.is_set():
-            batch = await outbox_repo.delete_delivered(conn, RETENTION_S, settings.purge_batch_size)
-            deleted[0] += batch
-            if batch == 0:
-                await asyncio.sleep(0.05)
+            deleted[0] += await retention.purge_outbox(pool, settings, budget_s=0.5)
     finally:
-        await conn.close()
+        await pool.close()
 
 
 def _table(

@@ -4,11 +4,13 @@ Every purge (idempotency keys, outbox rows, events and their delivery log, dead 
 a repository function that deletes up to `batch_size` due rows and says how many it deleted. A
 batch takes row locks on what it deletes only, skips rows someone else holds (the repositories'
 `FOR UPDATE SKIP LOCKED`), and gives up at once rather than queue behind a table lock
-(PURGE_LOCK_TIMEOUT_MS): what is left waits for the next run
-(docs/decisions/0034-bounded-tables.md).
+(PURGE_LOCK_TIMEOUT_MS): what is left waits for the next run. Between batches it pauses in
+proportion to the batch's own time (PURGE_PAUSE_FACTOR), so that deleting flat out does not
+take Postgres from the orders (docs/decisions/0034-bounded-tables.md).
 """
 
 import time
+from asyncio import sleep
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -32,13 +34,15 @@ async def purge_in_batches(
     budget_s: float,
     what: str,
 ) -> int:
-    """Runs `delete_batch` until a batch comes back short or about `budget_s` has passed; returns
-    how many rows went. Cheap when nothing is due: one indexed range scan that finds nothing."""
+    """Runs `delete_batch` until a batch comes back short or about `budget_s` has passed, pausing
+    after each batch for PURGE_PAUSE_FACTOR times as long as it took; returns how many rows went.
+    Cheap when nothing is due: one indexed range scan that finds nothing."""
     batch_size = settings.purge_batch_size
     deadline = time.monotonic() + budget_s
     purged = 0
     async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
         while True:
+            batch_started = time.monotonic()
             try:
                 async with conn.transaction():
                     await set_local_lock_timeout(conn, settings.purge_lock_timeout_ms)
@@ -49,5 +53,8 @@ async def purge_in_batches(
                 log.warning("purge_lock_timeout", what=what, purged=purged)
                 return purged
             purged += deleted
-            if deleted < batch_size or time.monotonic() > deadline:
+            now = time.monotonic()
+            if deleted < batch_size or now > deadline:
                 return purged
+            pause_s = (now - batch_started) * settings.purge_pause_factor
+            await sleep(min(pause_s, deadline - now))

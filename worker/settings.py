@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import dataclasses
+import math
 from typing import Any
 
 import structlog
@@ -41,6 +42,7 @@ from worker.webhooks import deliver_webhook, queue_overdue_webhooks
 log = structlog.get_logger(__name__)
 
 _settings = get_settings()
+_purge_budget_s = _settings.purge_run_budget_s
 # OSError too: a refused reconnect surfaces as one, and redis-py retries only what is listed.
 _RETRY_ON_ERROR = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -156,15 +158,20 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def _periodic(
-    job: WorkerCoroutine, *, minute: set[int] | None = None, second: set[int] | int = 0
+    job: WorkerCoroutine,
+    *,
+    minute: set[int] | None = None,
+    second: set[int] | int = 0,
+    runs_for_s: float = 0,
 ) -> CronJob:
-    """A cron job that one worker runs each time (`unique`), once, within the jobs' timeout."""
+    """A cron job that one worker runs each time (`unique`), once, within the jobs' timeout
+    beyond the `runs_for_s` it may take by design."""
     return cron(
         job,
         name=job.__qualname__,
         minute=minute,
         second=second,
-        timeout=arq_timeout_s(_settings),
+        timeout=math.ceil(runs_for_s) + arq_timeout_s(_settings),
         max_tries=1,
         unique=True,
     )
@@ -197,12 +204,12 @@ class WorkerSettings:
         ),
     ]
     cron_jobs = [
-        _periodic(purge_idempotency_keys, minute={7, 22, 37, 52}),
-        _periodic(purge_webhook_events, minute={12, 42}),
+        _periodic(purge_idempotency_keys, minute={7, 22, 37, 52}, runs_for_s=_purge_budget_s),
+        _periodic(purge_webhook_events, minute={12, 42}, runs_for_s=_purge_budget_s),
         # The outbox grows fastest (two rows an order): every minute, so that a run's budget
         # covers a minute of orders (docs/decisions/0034-bounded-tables.md).
-        _periodic(purge_outbox, second={30}),
-        _periodic(purge_dead_jobs, minute={27}),
+        _periodic(purge_outbox, second={30}, runs_for_s=_purge_budget_s),
+        _periodic(purge_dead_jobs, minute={27}, runs_for_s=_purge_budget_s),
         _periodic(queue_overdue_webhooks, second={15}),
     ]
     queue_name = _settings.queue_name

@@ -2,11 +2,13 @@
 retried jobs DEAD_JOB_RETENTION_S, purged in bounded batches beside a relay that keeps working."""
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from arq.connections import ArqRedis
 
 from kit.purge import purge_in_batches
@@ -49,12 +51,17 @@ async def job_ids(db: asyncpg.Pool) -> set[str]:
     return {row["job_id"] for row in await db.fetch("SELECT job_id FROM outbox")}
 
 
-async def test_the_purges_are_scheduled_in_the_worker() -> None:
+async def test_the_purges_are_scheduled_in_the_worker(settings: Settings) -> None:
     jobs = {job.name: job for job in WorkerSettings.cron_jobs}
 
     assert jobs["purge_outbox"].coroutine is purge_outbox
     assert jobs["purge_dead_jobs"].coroutine is purge_dead_jobs
     assert all(jobs[name].unique for name in ("purge_outbox", "purge_dead_jobs"))
+    # A run stops itself at its budget, before ARQ would cancel it.
+    assert all(
+        (jobs[name].timeout_s or 0) > settings.purge_run_budget_s
+        for name in ("purge_outbox", "purge_dead_jobs")
+    )
 
 
 async def test_only_delivered_rows_older_than_the_retention_of_finished_work_are_purged(
@@ -121,6 +128,40 @@ async def test_the_purge_deletes_in_batches_of_the_configured_size(
     assert purged == 2_500
     assert batches == [1_000, 1_000, 500]
     assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_purge_pauses_after_each_full_batch_its_factor_times_as_long_as_the_batch(
+    settings: Settings, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_rows(db, 250, delivered_ago_s=RETENTION_S + 60, prefix="old:")
+    batch_s: list[float] = []
+    pauses_s: list[float] = []
+
+    async def delete_batch(conn: asyncpg.Connection, older_than_s: float, limit: int) -> int:
+        started = time.monotonic()
+        deleted = await outbox_repo.delete_delivered(conn, older_than_s, limit)
+        batch_s.append(time.monotonic() - started)
+        return deleted
+
+    async def pause(seconds: float) -> None:
+        pauses_s.append(seconds)
+
+    monkeypatch.setattr("kit.purge.sleep", pause)
+    purged = await purge_in_batches(
+        db,
+        retaining(settings, purge_batch_size=100, purge_pause_factor=3.0),
+        delete_batch,
+        RETENTION_S,
+        budget_s=30,
+        what="outbox",
+    )
+
+    assert purged == 250
+    # None after the last, short batch: the run is over.
+    assert len(batch_s) == 3
+    assert len(pauses_s) == 2
+    # The purge times the batch's whole transaction, a little more than its statement.
+    assert all(pause >= 3.0 * batch for pause, batch in zip(pauses_s, batch_s, strict=False))
 
 
 async def test_a_run_stops_after_its_budget_and_the_next_one_goes_on(
