@@ -14,8 +14,8 @@ throughout, as a table in production holds its retention window:
 - `paced`: the same purge as it runs in the worker's cron, pausing after each batch
   (PURGE_PAUSE_FACTOR's default).
 
-The purge arms' due rows are topped up before each arm; a purge runs while a minute's orders
-become due, once a minute, so these arms show the order path while it runs.
+The purge arms' due rows are topped up before each arm; the worker's cron purges the outbox for
+up to half the job timeout every 10 s, so these arms show the order path while a run goes on.
 
 Prints a Markdown table of the medians over rounds (docs/decisions/0034-bounded-tables.md).
 """

@@ -129,9 +129,6 @@ class Settings(BaseSettings):
     # Postgres busy at most 1 / (1 + factor) of the run, and gives way further when orders keep
     # Postgres busy (batches take longer, so do the pauses). 0 deletes flat out.
     purge_pause_factor: float = Field(default=3.0, ge=0)
-    # How long one periodic purge run goes on at most; what is left waits for the next run. Below
-    # a minute, the outbox purge's interval.
-    purge_run_budget_s: float = Field(default=40.0, gt=0, lt=60)
     # `cluster`: one limit per API key across every API process, kept in Redis (GCRA in one Lua
     # script, one round trip a request); `process`: each API process limits a key alone, in
     # memory. While Redis does not answer within RATE_LIMIT_REDIS_TIMEOUT_S the cluster limit

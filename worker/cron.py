@@ -1,7 +1,9 @@
 """Periodic jobs. ARQ runs each scheduled run once across all workers (`unique`).
 
 Every purge goes through kit.purge: bounded batches, each its own short transaction, paced, for
-at most PURGE_RUN_BUDGET_S; its ARQ timeout (worker.settings) leaves a job's time beyond that.
+at most half the job timeout, so that it stops itself well before ARQ would cancel it. Not
+longer: ARQ holds every job's in-progress lock for the longest timeout of any function plus
+10 s, and that is how long the jobs of a killed worker wait before they run again.
 """
 
 from collections.abc import Awaitable, Callable
@@ -25,7 +27,7 @@ async def _purge(ctx: dict[str, Any], purge: Purge, event: str) -> int:
     worker: WorkerContext = ctx["worker"]
     pool: asyncpg.Pool = worker.pool
     settings: Settings = worker.settings
-    purged = await purge(pool, settings, budget_s=settings.purge_run_budget_s)
+    purged = await purge(pool, settings, budget_s=settings.job_timeout_s / 2)
     log.info(event, purged=purged)
     return purged
 

@@ -1,7 +1,6 @@
 import asyncio
 import contextlib
 import dataclasses
-import math
 from typing import Any
 
 import structlog
@@ -42,7 +41,6 @@ from worker.webhooks import deliver_webhook, queue_overdue_webhooks
 log = structlog.get_logger(__name__)
 
 _settings = get_settings()
-_purge_budget_s = _settings.purge_run_budget_s
 # OSError too: a refused reconnect surfaces as one, and redis-py retries only what is listed.
 _RETRY_ON_ERROR = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -158,20 +156,15 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def _periodic(
-    job: WorkerCoroutine,
-    *,
-    minute: set[int] | None = None,
-    second: set[int] | int = 0,
-    runs_for_s: float = 0,
+    job: WorkerCoroutine, *, minute: set[int] | None = None, second: set[int] | int = 0
 ) -> CronJob:
-    """A cron job that one worker runs each time (`unique`), once, within the jobs' timeout
-    beyond the `runs_for_s` it may take by design."""
+    """A cron job that one worker runs each time (`unique`), once, within the jobs' timeout."""
     return cron(
         job,
         name=job.__qualname__,
         minute=minute,
         second=second,
-        timeout=math.ceil(runs_for_s) + arq_timeout_s(_settings),
+        timeout=arq_timeout_s(_settings),
         max_tries=1,
         unique=True,
     )
@@ -204,12 +197,14 @@ class WorkerSettings:
         ),
     ]
     cron_jobs = [
-        _periodic(purge_idempotency_keys, minute={7, 22, 37, 52}, runs_for_s=_purge_budget_s),
-        _periodic(purge_webhook_events, minute={12, 42}, runs_for_s=_purge_budget_s),
-        # The outbox grows fastest (two rows an order): every minute, so that a run's budget
-        # covers a minute of orders (docs/decisions/0034-bounded-tables.md).
-        _periodic(purge_outbox, second={30}, runs_for_s=_purge_budget_s),
-        _periodic(purge_dead_jobs, minute={27}, runs_for_s=_purge_budget_s),
+        # A run stops at half the jobs' timeout, and pauses between its batches: the tables that
+        # grow with orders are purged every minute, the outbox (two rows an order) every 10 s,
+        # so that a run covers the rows that came due since the last one
+        # (docs/decisions/0034-bounded-tables.md). With nothing due, a run is one index scan.
+        _periodic(purge_idempotency_keys, second={5}),
+        _periodic(purge_webhook_events, second={35}),
+        _periodic(purge_outbox, second={0, 10, 20, 30, 40, 50}),
+        _periodic(purge_dead_jobs, minute={27}),
         _periodic(queue_overdue_webhooks, second={15}),
     ]
     queue_name = _settings.queue_name

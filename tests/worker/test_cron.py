@@ -1,4 +1,4 @@
-"""Periodic jobs: the Idempotency-Key purge."""
+"""Periodic jobs: how they are scheduled, and the Idempotency-Key purge."""
 
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,6 +13,7 @@ from tests.app_fixtures import bearer
 from worker.context import WorkerContext
 from worker.cron import purge_idempotency_keys
 from worker.settings import WorkerSettings
+from worker.tasks import arq_timeout_s
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
 
@@ -23,7 +24,13 @@ async def test_the_purge_is_scheduled_in_the_worker() -> None:
     purge = jobs["purge_idempotency_keys"]
     assert purge.coroutine is purge_idempotency_keys
     assert purge.unique
-    assert purge.minute
+    assert purge.second == {5}
+
+
+def test_no_periodic_job_lengthens_how_long_a_killed_workers_jobs_wait(settings: Settings) -> None:
+    # ARQ holds every job's in-progress lock for the longest timeout of any function plus 10 s:
+    # a periodic job allowed longer than the jobs would delay every job of a killed worker.
+    assert all(job.timeout_s == arq_timeout_s(settings) for job in WorkerSettings.cron_jobs)
 
 
 async def test_keys_older_than_the_ttl_are_purged_and_younger_ones_kept(

@@ -59,7 +59,7 @@ async def test_the_purges_are_scheduled_in_the_worker(settings: Settings) -> Non
     assert all(jobs[name].unique for name in ("purge_outbox", "purge_dead_jobs"))
     # A run stops itself at its budget, before ARQ would cancel it.
     assert all(
-        (jobs[name].timeout_s or 0) > settings.purge_run_budget_s
+        (jobs[name].timeout_s or 0) > settings.job_timeout_s / 2
         for name in ("purge_outbox", "purge_dead_jobs")
     )
 
