@@ -17,6 +17,7 @@ from kit.settings import Settings
 from shop.catalogue.cache import ProductCache
 from shop.clients.auth import Authenticator, Client
 from shop.jobs.relay import RelayWaker
+from shop.orders.group_commit import OrderGroupCommit
 from shop.orders.idempotency import KEY_MAX_LENGTH, KEY_PATTERN, normalise_key
 
 
@@ -31,6 +32,7 @@ class AppState:
     authenticator: Authenticator
     rate_limiter: Limiter
     relay_waker: RelayWaker
+    order_writes: OrderGroupCommit
 
 
 # Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def`

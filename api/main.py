@@ -32,6 +32,7 @@ from shop.catalogue.cache import ProductCache
 from shop.catalogue.service import reload_products_ahead
 from shop.clients.auth import Authenticator
 from shop.jobs.relay import RelayWaker
+from shop.orders.group_commit import OrderGroupCommit
 
 _POOL_GAUGE_INTERVAL_S = 5.0
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             authenticator=Authenticator(pool, settings.auth_cache_ttl_s),
             rate_limiter=create_rate_limiter(settings, redis),
             relay_waker=RelayWaker(pool, settings.db_pool_acquire_timeout_s),
+            order_writes=OrderGroupCommit(pool, settings),
         )
         # Pool gauges are refreshed in the background too, not only when this process happens
         # to answer a scrape: in multiprocess mode every process's last value is summed.

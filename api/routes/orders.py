@@ -47,6 +47,7 @@ async def create_order(
         stored = await orders.place_order_once(
             state.pool,
             state.settings,
+            state.order_writes,
             client,
             body,
             request_id,

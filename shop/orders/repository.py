@@ -66,9 +66,10 @@ LEFT JOIN idempotency_keys AS k ON k.client_id = $1 AND k.key = $2
 """
 
 # The second writes orders as _INSERT_ORDER does, each with its key and response (and its
-# order.created event, whose data is that response), in one statement (one transaction). Each
-# key's advisory lock, held until the statement commits, makes a concurrent request with the same
-# key write nothing (its order is not returned: 409); the key's primary key makes a request that
+# order.created event, whose data is that response), for several
+# requests in one statement (one transaction, one commit: shop.orders.group_commit). Each key's
+# advisory lock, held until the statement commits, makes a concurrent request with the same key
+# write nothing (its order is not returned: 409); the key's primary key makes a request that
 # raced past the lock fail the statement whole (a unique violation: the caller replays).
 _INSERT_KEYED_ORDERS = f"""
 WITH keyed AS MATERIALIZED (

@@ -16,6 +16,7 @@ from shop.clients.auth import Client
 from shop.models import OrderStatus, WebhookEventType
 from shop.orders import idempotency
 from shop.orders import repository as orders_repo
+from shop.orders.group_commit import OrderGroupCommit
 from shop.orders.idempotency import IdempotentRequest, StoredResponse
 from shop.orders.repository import PricedLine
 from shop.orders.schemas import OrderCreate, OrderLinePublic, OrderPage, OrderPublic
@@ -70,6 +71,7 @@ async def place_order(
 async def place_order_once(
     pool: asyncpg.Pool,
     settings: Settings,
+    writes: OrderGroupCommit,
     client: Client,
     order: OrderCreate,
     request_id: str | None,
@@ -79,49 +81,49 @@ async def place_order_once(
 
     Two round trips, as without a key: one reads the stored response (replayed if there is one),
     the prices and the order's id; one writes the order, its job, the key and the response in a
-    single statement. A request with the same key writing at that moment makes it a 409.
+    single statement, shared with the orders placed at the same time (`OrderGroupCommit`). A
+    request with the same key writing at that moment makes it a 409.
     """
     request = IdempotentRequest.of(
         client.id, idempotency_key, "POST /v1/orders", order.model_dump_json().encode()
     )
     product_ids = [line.product_id for line in order.items]
-    async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
-        # A second pass only when a request with the same key committed between the two
-        # statements: its stored response is then replayed.
-        for _ in range(2):
+    # A second pass only when a request with the same key committed between the two
+    # statements: its stored response is then replayed.
+    for _ in range(2):
+        async with connection(pool, settings.db_pool_acquire_timeout_s) as conn:
             plan = await orders_repo.prepare_keyed(conn, client.id, idempotency_key, product_ids)
-            if plan.stored is not None:
-                return idempotency.replay(request, plan.stored)
-            lines, currency = _price_lines(order, plan.prices)
-            total = total_cents(lines)
-            placed = _pending(plan.order_id, plan.created_at, order, lines, total, currency)
-            location = order_location(placed.id)
-            response = StoredResponse(
-                status=201, body=placed.model_dump_json().encode(), location=location
-            )
-            keyed = orders_repo.KeyedOrder(
-                plan=plan,
-                client_id=client.id,
-                customer=order.customer,
-                lines=lines,
-                total_cents=total,
-                currency=currency,
-                request_id=request_id,
-                traceparent=tracing.current_traceparent(),
-                key=idempotency_key,
-                endpoint=request.endpoint,
-                request_hash=request.request_hash,
-                response_status=response.status,
-                response_body=response.body,
-                response_location=location,
-            )
-            try:
-                written = await orders_repo.insert_keyed_with_reservation_jobs(conn, [keyed])
-            except asyncpg.UniqueViolationError:
-                continue
-            if plan.order_id not in written:
-                raise RequestInProgress(idempotency.IN_PROGRESS)
-            return response
+        if plan.stored is not None:
+            return idempotency.replay(request, plan.stored)
+        lines, currency = _price_lines(order, plan.prices)
+        total = total_cents(lines)
+        placed = _pending(plan.order_id, plan.created_at, order, lines, total, currency)
+        response = StoredResponse(
+            status=201, body=placed.model_dump_json().encode(), location=order_location(placed.id)
+        )
+        keyed = orders_repo.KeyedOrder(
+            plan=plan,
+            client_id=client.id,
+            customer=order.customer,
+            lines=lines,
+            total_cents=total,
+            currency=currency,
+            request_id=request_id,
+            traceparent=tracing.current_traceparent(),
+            key=idempotency_key,
+            endpoint=request.endpoint,
+            request_hash=request.request_hash,
+            response_status=response.status,
+            response_body=response.body,
+            response_location=order_location(placed.id),
+        )
+        try:
+            written = await writes.write(keyed)
+        except asyncpg.UniqueViolationError:
+            continue
+        if not written:
+            raise RequestInProgress(idempotency.IN_PROGRESS)
+        return response
     raise RequestInProgress(idempotency.JUST_COMPLETED)
 
 

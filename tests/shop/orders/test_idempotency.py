@@ -12,6 +12,7 @@ from shop.catalogue.schemas import ProductPublic
 from shop.clients.auth import Client
 from shop.orders import repository as orders_repo
 from shop.orders import service as orders
+from shop.orders.group_commit import OrderGroupCommit
 from shop.orders.schemas import OrderCreate
 
 MakeProduct = Callable[..., Coroutine[Any, Any, ProductPublic]]
@@ -33,6 +34,7 @@ async def test_a_request_that_lost_the_race_for_its_key_replays_the_winner(
             "items": [{"product_id": product.id, "quantity": 1}],
         }
     )
+    writes = OrderGroupCommit(db, settings)
     write = orders_repo.insert_keyed_with_reservation_jobs
     winner: list[Any] = []
 
@@ -41,14 +43,16 @@ async def test_a_request_that_lost_the_race_for_its_key_replays_the_winner(
             # This request has read that the key is free; before it writes, another request
             # with the same key places the order and stores its response.
             winner.append(None)
-            winner[0] = await orders.place_order_once(db, settings, client, order, None, "k")
+            winner[0] = await orders.place_order_once(
+                db, settings, writes, client, order, None, "k"
+            )
         return await write(*args, **kwargs)
 
     monkeypatch.setattr(
         orders_repo, "insert_keyed_with_reservation_jobs", another_request_commits_first
     )
 
-    loser = await orders.place_order_once(db, settings, client, order, None, "k")
+    loser = await orders.place_order_once(db, settings, writes, client, order, None, "k")
 
     assert not winner[0].replayed
     assert loser.replayed

@@ -204,6 +204,7 @@ async def test_keyed_orders_written_together_each_get_their_own_order_created(
     api: httpx.AsyncClient, client_key: str, make_product: MakeProduct, db: asyncpg.Pool
 ) -> None:
     product = await make_product(stock=50)
+    # Placed at once, they share the group commit's statements (shop.orders.group_commit).
     responses = await asyncio.gather(
         *(place(api, client_key, product.id, **{"Idempotency-Key": f"k-{n}"}) for n in range(8))
     )
