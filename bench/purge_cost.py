@@ -155,12 +155,15 @@ def _measure(
 ) -> tuple[load.LoadResult, float, int]:
     stop = threading.Event()
     deleted = [0]
-    purger = threading.Thread(
-        target=lambda: asyncio.run(_purge_until(stack.postgres.url, purge, stop, deleted)),
-        daemon=True,
-    )
+    purger = None
+    if purge is not None:
+        settings = purge
+        purger = threading.Thread(
+            target=lambda: asyncio.run(_purge_until(stack.postgres.url, settings, stop, deleted)),
+            daemon=True,
+        )
     before = tree_cpu_seconds(worker.pid)
-    if purge:
+    if purger is not None:
         purger.start()
     try:
         result = load.run_wrk(
@@ -175,16 +178,15 @@ def _measure(
         )
     finally:
         stop.set()
-        if purge:
+        if purger is not None:
             purger.join()
     return result, (tree_cpu_seconds(worker.pid) - before) / result.seconds, deleted[0]
 
 
 async def _purge_until(
-    dsn: str, settings: Settings | None, stop: threading.Event, deleted: list[int]
+    dsn: str, settings: Settings, stop: threading.Event, deleted: list[int]
 ) -> None:
     """The worker's outbox purge, run after run, until told to stop."""
-    assert settings is not None
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
         while not stop.is_set():
